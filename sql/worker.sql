@@ -1,0 +1,205 @@
+-- The worker's side of the schema: scheduling, claiming, recording.
+--
+-- Scheduling: every monitor has a phase (a fixed offset within its interval,
+-- derived from its id) so that monitors created together spread over the
+-- interval instead of firing in the same second. After a check of the slot S
+-- the next slot is the first phase-aligned time after max(S, now()): on time,
+-- that is S + interval (no drift); after downtime, an overdue monitor runs
+-- once and then rejoins its phase (no catch-up storm).
+
+CREATE FUNCTION _next_slot(id uuid, frequency_minutes integer, after timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH p AS (
+        SELECT frequency_minutes * 60000::bigint AS interval_ms,
+               ((hashtextextended(id::text, 0) % (frequency_minutes * 60000::bigint)) + frequency_minutes * 60000::bigint)
+                   % (frequency_minutes * 60000::bigint) AS phase_ms,
+               (extract(epoch FROM after) * 1000)::numeric AS after_ms
+    )
+    SELECT to_timestamp(((floor((after_ms - phase_ms) / interval_ms) + 1) * interval_ms + phase_ms) / 1000.0)
+    FROM p
+$$;
+
+-- Claims up to max_checks due monitors of the region in one statement and
+-- returns each as the JSON job the checker runs. SKIP LOCKED: a monitor being
+-- edited is simply claimed on the next pass.
+CREATE FUNCTION _claim_due_checks(region text, max_checks integer) RETURNS SETOF jsonb
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH due AS (
+        SELECT m.id FROM monitors m
+        WHERE m.enabled AND m.next_check_at <= now() AND m.in_flight_slot IS NULL
+          AND m.monitor_type = 'http' AND region = ANY (m.regions)
+        ORDER BY m.next_check_at
+        LIMIT max_checks
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE monitors m
+        SET in_flight_slot = m.next_check_at,
+            next_check_at = _next_slot(m.id, m.frequency_minutes, greatest(m.next_check_at, now()))
+        FROM due WHERE m.id = due.id
+        RETURNING m.*
+    )
+    SELECT jsonb_build_object(
+        'monitor_id', c.id, 'url', c.url, 'method', c.method, 'headers', c.headers, 'body', c.body,
+        'expected_status_codes', c.expected_status_codes, 'timeout_ms', c.timeout_ms,
+        'follow_redirects', c.follow_redirects, 'max_redirects', c.max_redirects,
+        'body_must_contain', c.body_must_contain, 'body_must_not_contain', c.body_must_not_contain,
+        'max_response_time_ms', c.max_response_time_ms,
+        'scheduled_at', extract(epoch FROM c.in_flight_slot)
+    )
+    FROM claimed c
+$$;
+
+-- When the next claimable monitor of the region is due (NULL if none), so the
+-- worker can sleep exactly until then.
+CREATE FUNCTION _next_due_at(region text) RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    SELECT min(m.next_check_at) FROM monitors m
+    WHERE m.enabled AND m.in_flight_slot IS NULL AND m.monitor_type = 'http' AND region = ANY (m.regions)
+$$;
+
+-- Start-up recovery: slots claimed by a worker that died before recording them
+-- become due again, so each runs once, promptly.
+CREATE FUNCTION _recover_interrupted_checks(region text) RETURNS integer
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH recovered AS (
+        UPDATE monitors m
+        SET next_check_at = CASE WHEN m.enabled THEN m.in_flight_slot END,
+            in_flight_slot = NULL
+        WHERE m.in_flight_slot IS NOT NULL AND region = ANY (m.regions)
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM recovered
+$$;
+
+-- Records a batch of check results (a JSON array, as produced by the checker)
+-- in one statement: the check rows, each monitor's new state, and one
+-- synthetic_http_check event per check. Results of monitors deleted
+-- meanwhile are dropped. Returns the inserted check rows.
+CREATE FUNCTION _record_checks(results jsonb) RETURNS SETOF checks
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH r AS (
+        SELECT x.*, to_timestamp(x.started_epoch) AS started_at, to_timestamp(x.finished_epoch) AS finished_at
+        FROM jsonb_to_recordset(results) AS x(
+            monitor_id uuid, trigger text, region text, scheduled_epoch double precision,
+            started_epoch double precision, finished_epoch double precision, success boolean,
+            status_code integer, dns_ms double precision, connect_ms double precision,
+            tls_ms double precision, ttfb_ms double precision, download_ms double precision,
+            total_ms double precision, bytes_read bigint, body_truncated boolean, redirects integer, final_url text,
+            tls_cert_expires_epoch double precision, error_class text, error_message text)
+    ), updated AS (
+        UPDATE monitors m
+        SET state = CASE
+                WHEN NOT m.enabled THEN 'disabled'
+                WHEN r.success THEN 'healthy'
+                WHEN r.error_class = 'internal' THEN 'error'
+                ELSE 'failing' END,
+            consecutive_failures = CASE
+                WHEN r.success THEN 0
+                WHEN r.error_class = 'internal' THEN m.consecutive_failures
+                ELSE m.consecutive_failures + 1 END,
+            last_checked_at = greatest(m.last_checked_at, r.finished_at),
+            in_flight_slot = CASE WHEN r.trigger = 'scheduled' THEN NULL ELSE m.in_flight_slot END
+        FROM r
+        WHERE m.id = r.monitor_id
+        RETURNING m.id, m.team_id, m.name, m.monitor_type, m.url, m.method, m.expected_status_codes,
+                  m.consecutive_failures
+    ), inserted AS (
+        INSERT INTO checks (monitor_id, team_id, region, trigger, scheduled_at, started_at, finished_at,
+                            success, status_code, response_time_ms, dns_ms, connect_ms, tls_ms, ttfb_ms,
+                            download_ms, total_ms, bytes_read, body_truncated, redirects, final_url,
+                            tls_cert_expires_at, error_class, error_message)
+        SELECT r.monitor_id, u.team_id, r.region, r.trigger, to_timestamp(r.scheduled_epoch), r.started_at,
+               r.finished_at, r.success, r.status_code, r.total_ms, r.dns_ms, r.connect_ms, r.tls_ms,
+               r.ttfb_ms, r.download_ms, r.total_ms, r.bytes_read, coalesce(r.body_truncated, false),
+               r.redirects, left(r.final_url, 4096), to_timestamp(r.tls_cert_expires_epoch), r.error_class, r.error_message
+        FROM r JOIN updated u ON u.id = r.monitor_id
+        RETURNING *
+    ), events_written AS (
+        INSERT INTO events (event, distinct_id, team_id, "timestamp", properties)
+        SELECT 'synthetic_http_check', 'monitor_' || u.id, u.team_id, i.started_at,
+               jsonb_build_object(
+                   'monitor_id', u.id, 'monitor_name', u.name, 'monitor_type', u.monitor_type,
+                   'url', _redact_url(u.url), 'region', i.region, 'success', i.success,
+                   'response_time_ms', round(i.response_time_ms::numeric, 1), 'status_code', i.status_code,
+                   'error_message', i.error_message, 'error_class', i.error_class,
+                   'method', u.method, 'expected_status_codes', to_jsonb(u.expected_status_codes),
+                   'consecutive_failures', u.consecutive_failures, 'trigger', i.trigger, 'check_id', i.id,
+                   'dns_ms', round(i.dns_ms::numeric, 1), 'connect_ms', round(i.connect_ms::numeric, 1),
+                   'tls_ms', round(i.tls_ms::numeric, 1), 'ttfb_ms', round(i.ttfb_ms::numeric, 1),
+                   'download_ms', round(i.download_ms::numeric, 1), 'total_ms', round(i.total_ms::numeric, 1),
+                   'bytes_read', i.bytes_read, 'body_truncated', i.body_truncated)
+        FROM inserted i JOIN updated u ON u.id = i.monitor_id
+    )
+    SELECT * FROM inserted
+$$;
+
+-- Runs one check of the monitor now, in this session, and records it with
+-- trigger 'manual'. Works with or without the worker.
+CREATE FUNCTION test_monitor(team_id bigint, id uuid) RETURNS checks
+LANGUAGE plpgsql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+DECLARE
+    target monitors;
+    result jsonb;
+    recorded checks;
+BEGIN
+    PERFORM _check_team(team_id);
+    SELECT m.* INTO target FROM monitors m WHERE m.team_id = test_monitor.team_id AND m.id = test_monitor.id;
+    IF NOT FOUND THEN
+        PERFORM _monitor_not_found(team_id, id);
+    END IF;
+    IF target.monitor_type <> 'http' THEN
+        RAISE EXCEPTION 'test_monitor runs http monitors only; monitor % is %', target.id, target.monitor_type
+            USING ERRCODE = '0A000', HINT = 'web_performance checks are run by a Lighthouse runner';
+    END IF;
+    result := _run_check(jsonb_build_object(
+        'monitor_id', target.id, 'url', target.url, 'method', target.method, 'headers', target.headers,
+        'body', target.body, 'expected_status_codes', target.expected_status_codes,
+        'timeout_ms', target.timeout_ms, 'follow_redirects', target.follow_redirects,
+        'max_redirects', target.max_redirects, 'body_must_contain', target.body_must_contain,
+        'body_must_not_contain', target.body_must_not_contain,
+        'max_response_time_ms', target.max_response_time_ms));
+    SELECT * INTO recorded FROM _record_checks(jsonb_build_array(result));
+    RETURN recorded;
+END $$;
+
+-- Health of the worker, from shared memory, plus the schedule's lag.
+CREATE FUNCTION worker_status(
+    OUT running boolean, OUT pid integer, OUT started_at timestamptz, OUT last_loop_at timestamptz,
+    OUT region text, OUT checks_in_flight bigint, OUT checks_done bigint, OUT oldest_overdue_seconds double precision)
+LANGUAGE sql STABLE
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    SELECT s.running, s.pid, s.started_at, s.last_loop_at, current_setting('synthetic_monitoring.region'),
+           s.checks_in_flight, s.checks_done,
+           (SELECT greatest(extract(epoch FROM now() - min(m.next_check_at))::double precision, 0)
+            FROM monitors m
+            WHERE m.enabled AND m.in_flight_slot IS NULL AND m.monitor_type = 'http'
+              AND current_setting('synthetic_monitoring.region') = ANY (m.regions)
+              AND m.next_check_at <= now())
+    FROM _worker_shared_status() s
+$$;
+
+COMMENT ON FUNCTION test_monitor(bigint, uuid) IS
+    'Runs the monitor''s HTTP check now in the calling session (bounded by its timeout), records it with trigger manual (check row, state, event) and returns the check row. Works with or without the worker.';
+COMMENT ON FUNCTION worker_status() IS
+    'Health of the background worker: whether it runs, its pid, start and last loop time, checks in flight and done since start, and how late the most overdue monitor of this region is (seconds, NULL when none is overdue).';
+
+DO $$
+BEGIN
+    IF NOT _is_preloaded() THEN
+        RAISE WARNING 'synthetic_monitoring is not in shared_preload_libraries: no background worker runs scheduled checks'
+            USING HINT = 'Add synthetic_monitoring to shared_preload_libraries and restart; the SQL API and test_monitor work meanwhile.';
+    END IF;
+END $$;
