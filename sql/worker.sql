@@ -183,7 +183,7 @@ SET search_path = synthetic_monitoring, pg_catalog, pg_temp
 AS $$
     SELECT s.running, s.pid, s.started_at, s.last_loop_at, current_setting('synthetic_monitoring.region'),
            s.checks_in_flight, s.checks_done,
-           (SELECT greatest(extract(epoch FROM now() - min(m.next_check_at))::double precision, 0)
+           (SELECT extract(epoch FROM now() - min(m.next_check_at))::double precision
             FROM monitors m
             WHERE m.enabled AND m.in_flight_slot IS NULL AND m.monitor_type = 'http'
               AND current_setting('synthetic_monitoring.region') = ANY (m.regions)

@@ -36,6 +36,9 @@ pub extern "C-unwind" fn synthetic_monitoring_worker_main(_arg: pg_sys::Datum) {
     status::worker_started();
     Worker::new().run();
     status::worker_stopped();
+    // Exit code 1 asks the postmaster to restart us: after pg_terminate_backend
+    // the worker must come back. During shutdown nothing is restarted anyway.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 struct Worker {
