@@ -107,8 +107,8 @@ def create_monitors(conn, count, frequency_minutes, prefix):
         last = min(count, first + 4999)
         conn.execute(
             """SELECT count(synthetic_monitoring.create_monitor(1, jsonb_build_object(
-                   'name', %s || g, 'url', %s, 'frequency_minutes', %s, 'timeout_ms', %s)))
-               FROM generate_series(%s, %s) g""",
+                   'name', %s::text || g, 'url', %s::text, 'frequency_minutes', %s::int, 'timeout_ms', %s::int)))
+               FROM generate_series(%s::int, %s::int) g""",
             (prefix, URL, frequency_minutes, CHECK_TIMEOUT_MS, first, last),
         )
     conn.execute("VACUUM ANALYZE synthetic_monitoring.monitors")
@@ -280,7 +280,7 @@ def drain_details(conn, drain, count):
     errors = dict(conn.execute(
         "SELECT coalesce(error_class, 'none'), count(*) FROM synthetic_monitoring.checks GROUP BY 1").fetchall())
     first_start, last_finish, p50_total, p99_total, max_total, p99_connect = q(
-        """SELECT extract(epoch FROM min(started_at) - %s), extract(epoch FROM max(finished_at) - %s),
+        """SELECT extract(epoch FROM min(started_at) - %s)::float8, extract(epoch FROM max(finished_at) - %s)::float8,
                   percentile_cont(0.5) WITHIN GROUP (ORDER BY total_ms),
                   percentile_cont(0.99) WITHIN GROUP (ORDER BY total_ms), max(total_ms),
                   percentile_cont(0.99) WITHIN GROUP (ORDER BY connect_ms)
@@ -406,7 +406,7 @@ def phase_steady(conn):
     p50, p95, p99, pmax, n_late = conn.execute(
         """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l), percentile_cont(0.95) WITHIN GROUP (ORDER BY l),
                   percentile_cont(0.99) WITHIN GROUP (ORDER BY l), max(l), count(*)
-           FROM (SELECT extract(epoch FROM started_at - scheduled_at) * 1000 AS l
+           FROM (SELECT (extract(epoch FROM started_at - scheduled_at) * 1000)::float8 AS l
                  FROM synthetic_monitoring.checks
                  WHERE trigger = 'scheduled' AND scheduled_at IS NOT NULL
                    AND scheduled_at >= %s AND scheduled_at < %s) s""", window).fetchone()

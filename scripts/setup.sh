@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nginx-light ca-certificates)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nginx-light libnginx-mod-http-echo ca-certificates python3-venv)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
