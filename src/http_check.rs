@@ -880,8 +880,8 @@ fn apply_policy(
         return Err(CheckError::new(
             ErrorClass::Blocked,
             format!(
-                "refused to connect to {host}: {}; such addresses are blocked unless the \
-                 address allowlist setting includes them",
+                "refused to connect to {host}: {}; such addresses are blocked unless \
+                 synthetic_monitoring.allowed_networks includes them",
                 refusals.join("; ")
             ),
         ));

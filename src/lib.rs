@@ -22,7 +22,12 @@ mod pg_tests;
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/api.sql", name = "api", requires = ["schema", api::_normalize_monitor_spec, api::_redact_url, status::_wake_worker_at_commit]);
-pgrx::extension_sql_file!("../sql/worker.sql", name = "worker", finalize);
+pgrx::extension_sql_file!(
+    "../sql/worker.sql",
+    name = "worker",
+    requires = ["api", api::_run_check, status::_is_preloaded, status::_worker_shared_status]
+);
+pgrx::extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[allow(non_snake_case)]
 #[pg_guard]

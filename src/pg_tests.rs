@@ -907,4 +907,109 @@ mod tests {
         assert_eq!(status["pid"], Value::Null);
         assert_eq!(status["region"], json!("local"));
     }
+
+    // ---- roles and privileges ---------------------------------------------------
+
+    /// Lets `role` use the test helpers (rolled back with the test).
+    fn become_role(role: &str) {
+        Spi::run(&format!("GRANT USAGE ON SCHEMA tests TO {role}")).unwrap();
+        Spi::run(&format!("GRANT EXECUTE ON FUNCTION tests.try_sql(text) TO {role}")).unwrap();
+        Spi::run(&format!("SET LOCAL ROLE {role}")).unwrap();
+    }
+
+    #[pg_test]
+    fn app_role_can_use_the_api_and_nothing_else() {
+        become_role("synthetic_monitoring_app");
+        let m = create_named("from-the-app");
+        let id = id_of(&m);
+        assert_eq!(listed(&TEAM.to_string()), vec!["from-the-app"]);
+        Spi::run(&format!("SELECT synthetic_monitoring.pause_monitor({TEAM}, '{id}')")).unwrap();
+        Spi::run(&format!("SELECT synthetic_monitoring.get_monitor({TEAM}, '{id}')")).unwrap();
+        Spi::run(&format!("SELECT * FROM synthetic_monitoring.monitor_checks({TEAM}, '{id}')")).unwrap();
+        Spi::run("SELECT * FROM synthetic_monitoring.worker_status()").unwrap();
+        for forbidden in [
+            "SELECT * FROM synthetic_monitoring.monitors".to_string(),
+            "SELECT * FROM synthetic_monitoring.checks".to_string(),
+            "SELECT * FROM synthetic_monitoring.events".to_string(),
+            format!("UPDATE synthetic_monitoring.monitors SET team_id = 2 WHERE id = '{id}'"),
+            "SELECT synthetic_monitoring._record_checks('[]')".to_string(),
+            "SELECT synthetic_monitoring._claim_due_checks('local', 10)".to_string(),
+            "SELECT synthetic_monitoring._normalize_monitor_spec(NULL, '{}')".to_string(),
+        ] {
+            let error = refusal(&forbidden);
+            assert_eq!(error["sqlstate"], json!("42501"), "{forbidden}: {error}");
+        }
+        // Team isolation holds for the app role too.
+        assert_refused(&format!("SELECT synthetic_monitoring.get_monitor({OTHER_TEAM}, '{id}')"), "P0002", &id);
+    }
+
+    #[pg_test]
+    fn public_can_do_nothing() {
+        Spi::run("CREATE ROLE synthetic_monitoring_test_stranger").unwrap();
+        become_role("synthetic_monitoring_test_stranger");
+        for forbidden in [
+            "SELECT synthetic_monitoring.create_monitor(1, '{\"name\": \"x\", \"url\": \"https://a.example\"}')",
+            "SELECT * FROM synthetic_monitoring.list_monitors(1)",
+            "SELECT * FROM synthetic_monitoring.worker_status()",
+            "SELECT * FROM synthetic_monitoring.monitors",
+        ] {
+            let error = refusal(forbidden);
+            assert_eq!(error["sqlstate"], json!("42501"), "{forbidden}: {error}");
+        }
+    }
+
+    // ---- fuzzed specs: the API and the table constraints agree ------------------
+
+    /// Small deterministic generator (xorshift) so a failure reproduces.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    fn wild_value(rng: &mut Rng) -> Value {
+        let texts = ["", " ", "x", "GET", "get", "2xx", "6xx", "200", "#ch", "a@b.co", "not mail", "http://a.b/",
+                     "https://u:p@h.example/?token=1", "ftp://x", "\u{1F600}", "é", "local", "US", "0", "-1", "null"];
+        match rng.next() % 9 {
+            0 => Value::Null,
+            1 => json!(rng.next() % 2 == 0),
+            2 => json!((rng.next() % 400_000) as i64 - 1000),
+            3 => json!((rng.next() % 1000) as f64 / 7.0),
+            4 | 5 => json!(rng.pick(&texts)),
+            6 => json!([rng.pick(&texts), (rng.next() % 700) as i64]),
+            7 => json!({ *rng.pick(&texts): rng.pick(&texts) }),
+            _ => json!("x".repeat((rng.next() % 3000) as usize)),
+        }
+    }
+
+    #[pg_test]
+    fn fuzzed_specs_either_create_a_valid_row_or_are_refused_with_22023() {
+        let fields = crate::spec::SPEC_FIELDS;
+        let mut rng = Rng(0x5eed_1234_abcd_9876);
+        let mut created = 0;
+        for round in 0..400 {
+            let mut spec = json!({"name": "fuzz", "url": "https://fuzz.example.com/", "frequency_minutes": 5});
+            for _ in 0..(1 + rng.next() % 2) {
+                let key = if rng.next() % 10 == 0 { "bogus_key" } else { *rng.pick(fields) };
+                spec[key] = wild_value(&mut rng);
+            }
+            let statement = format!("SELECT synthetic_monitoring.create_monitor({TEAM}, {}::jsonb)", quoted(&spec.to_string()));
+            let error = value(&format!("SELECT tests.try_sql({})", quoted(&statement)));
+            if error.is_null() {
+                created += 1;
+            } else {
+                assert_eq!(error["sqlstate"], json!("22023"), "round {round}: {spec} -> {error}");
+                assert!(!error["hint"].as_str().unwrap_or_default().is_empty(), "round {round}: {error}");
+            }
+        }
+        assert!(created >= 5, "the fuzzer should also produce valid specs: {created}");
+        assert_eq!(count("SELECT count(*) FROM synthetic_monitoring.monitors"), created);
+    }
 }

@@ -216,8 +216,8 @@ fn check_keys(patch: &Map<String, Value>) -> Result<(), SpecError> {
         }
         let shown: String = key.chars().take(64).collect();
         return Err(SpecError {
-            field: shown.clone(),
-            message: format!("unknown field \"{shown}\""),
+            field: if shown.is_empty() { "spec".to_string() } else { shown.clone() },
+            message: format!("unknown field \"{shown}\" in spec"),
             hint: format!("allowed fields: {}", SPEC_FIELDS.join(", ")),
         });
     }
@@ -619,6 +619,54 @@ mod unit_tests {
         ];
         for sample in samples {
             assert!(create(sample).is_err());
+        }
+    }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            prop::sample::select(vec!["GET", "2xx", "https://a.example/", "a@b.co", "local", "#c"]).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(".{0,12}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Whatever JSON arrives: no panic, and a refusal names a field and says what is allowed.
+        #[test]
+        fn any_json_is_normalized_or_refused_clearly(patch in arbitrary_json()) {
+            match normalize(None, &patch, "local") {
+                Ok(spec) => proptest::prop_assert_eq!(spec.len(), SPEC_FIELDS.len()),
+                Err(error) => {
+                    proptest::prop_assert!(!error.field.is_empty());
+                    proptest::prop_assert!(error.message.contains(&error.field));
+                    proptest::prop_assert!(!error.hint.is_empty());
+                }
+            }
+        }
+
+        /// One field of a valid spec replaced by anything: valid results are
+        /// stable under re-normalization (what is stored validates again).
+        #[test]
+        fn normalized_specs_are_fixed_points(field in proptest::sample::select(SPEC_FIELDS.to_vec()), value in arbitrary_json()) {
+            let mut spec = json!({"name": "n", "url": "https://example.com/"});
+            spec[field] = value;
+            if let Ok(first) = normalize(None, &spec, "local") {
+                let again = normalize(Some(&first), &json!({}), "local").expect("a normalized spec validates");
+                proptest::prop_assert_eq!(again, first);
+            }
         }
     }
 }

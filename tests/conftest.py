@@ -74,12 +74,20 @@ class Cluster:
         return pathlib.Path(self.datadir, "server.log").read_text(errors="replace")
 
     def set(self, name, value):
+        """Changes a setting server-wide (ALTER SYSTEM + reload) and waits until
+        this session sees it; the worker gets the same SIGHUP."""
         self.rows(f"ALTER SYSTEM SET {name} = '{value}'")
-        self.rows("SELECT pg_reload_conf()")
+        self._reload_and_wait(name, value)
 
     def reset(self, name):
         self.rows(f"ALTER SYSTEM RESET {name}")
+        default = self.one("SELECT boot_val FROM pg_settings WHERE name = %s", (name,))
+        self._reload_and_wait(name, default)
+
+    def _reload_and_wait(self, name, value):
         self.rows("SELECT pg_reload_conf()")
+        wait_for(lambda: self.one("SELECT current_setting(%s)", (name,)) == value, 5, 0.02, f"{name} = {value}")
+        time.sleep(0.2)  # the worker reloads on the same signal
 
     def worker(self):
         """(pid, running) of the worker as worker_status() reports it."""
@@ -109,6 +117,8 @@ def cluster():
         yield c
     finally:
         c.stop()
+        # Kept for a look after a failed run.
+        shutil.copy(pathlib.Path(datadir, "server.log"), "/tmp/synthetic_monitoring-it-server.log")
         shutil.rmtree(datadir, ignore_errors=True)
 
 
