@@ -343,15 +343,17 @@ def phase_profile(conn):
     if not perf_file.exists():
         report["error"] = "perf wrote no data"
         return report
-    for key, sort in (("by_dso", "dso"), ("by_symbol", "dso,sym"), ("by_thread", "comm")):
+    views = (("by_thread", "comm", []), ("by_dso", "dso", []), ("by_symbol", "dso,sym", []),
+             ("main_thread_by_symbol", "dso,sym", ["--comms", "postgres"]))
+    for key, sort, extra in views:
         out = subprocess.run(
             ["perf", "report", "-i", str(perf_file), "--stdio", "--no-children", "--sort", sort, "-g", "none",
-             "--percent-limit", "0.7"],
+             "--percent-limit", "0.7", *extra],
             capture_output=True, text=True, timeout=300).stdout
         lines = [line for line in out.splitlines() if line.strip() and not line.startswith("#")]
         report[key] = lines[:40]
     (RESULTS / "perf-report.txt").write_text(
-        "\n\n".join(f"== {key} ==\n" + "\n".join(report[key]) for key in ("by_thread", "by_dso", "by_symbol")) + "\n")
+        "\n\n".join(f"== {key} ==\n" + "\n".join(report[key]) for key, _, _ in views) + "\n")
     return report
 
 
@@ -555,8 +557,10 @@ def main():
     if "profile" in results:
         prof = results["profile"]
         text += "\n## perf (worker process, during a second drain)\n\n```\n"
-        for key in ("by_thread", "by_dso", "by_symbol"):
-            text += f"-- {key}\n" + "\n".join(prof.get(key, [])[:25]) + "\n"
+        for key in ("by_thread", "by_dso", "by_symbol", "main_thread_by_symbol"):
+            text += f"-- {key}\n" + "\n".join(prof.get(key, [])[:20]) + "\n"
+        if not any(prof.get(key) for key in ("by_thread", "by_dso")):
+            text += "(no samples: the drain was too short to profile)\n"
         if prof.get("error"):
             text += "error: " + prof["error"] + "\n"
         text += "```\n"

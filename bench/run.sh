@@ -49,6 +49,16 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG") >&2
 fi
 
+# Replacing the library while the cluster has it mapped crashes backends
+# (SIGBUS); wait for a concurrent install to finish, and detect one later.
+LIB="$("$PG_CONFIG" --pkglibdir)/synthetic_monitoring.so"
+for _ in $(seq 180); do
+    pgrep -f 'cargo-pgrx pgrx install' >/dev/null || break
+    log "waiting for a running cargo pgrx install to finish"
+    sleep 5
+done
+lib_stamp() { stat -c '%Y.%Z %s' "$LIB" 2>/dev/null || echo missing; }
+
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 WORK=$(mktemp -d /tmp/sm-bench-XXXXXX)
@@ -69,7 +79,10 @@ cleanup() {
         kill -QUIT "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null
         for _ in $(seq 50); do [ -s "$NGINX_DIR/nginx.pid" ] || break; sleep 0.1; done
     fi
-    "$ROOT/scripts/cluster.sh" stop "$BENCH_PGDATA" >/dev/null 2>&1
+    if [ -s "$BENCH_PGDATA/postmaster.pid" ]; then
+        as_postgres "$BIN/pg_ctl" -D "$BENCH_PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
+            || as_postgres "$BIN/pg_ctl" -D "$BENCH_PGDATA" -m immediate -w stop >/dev/null 2>&1
+    fi
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         log "kept $WORK"
     else
@@ -80,6 +93,34 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# --- private PostgreSQL installation -------------------------------------------
+# The cluster runs from a copy of the PostgreSQL 15 installation (binaries,
+# libraries with the extension, share files): PostgreSQL finds $libdir and
+# the share directory relative to its binary, so a reinstall of the extension
+# during the run cannot change or crash the measured build.
+SYS_BIN=$("$PG_CONFIG" --bindir)
+SYS_LIB=$("$PG_CONFIG" --pkglibdir)
+SYS_SHARE=$("$PG_CONFIG" --sharedir)
+INST=$WORK/inst
+for _ in 1 2 3; do
+    LIB_STAMP=$(lib_stamp)
+    rm -rf "$INST"
+    mkdir -p "$INST$SYS_BIN" "$INST$SYS_LIB" "$INST$SYS_SHARE"
+    cp -a "$SYS_BIN/." "$INST$SYS_BIN/"
+    cp -a "$SYS_LIB/." "$INST$SYS_LIB/"
+    cp -a "$SYS_SHARE/." "$INST$SYS_SHARE/"
+    [ "$(lib_stamp)" = "$LIB_STAMP" ] && break
+    log "the extension was reinstalled while it was copied; copying again"
+    sleep 10
+done
+chmod -R a+rX "$INST"
+BIN=$INST$SYS_BIN
+[ "$("$BIN/pg_config" --pkglibdir 2>/dev/null || echo)" = "$INST$SYS_LIB" ] \
+    || log "note: the copied pg_config reports $("$BIN/pg_config" --pkglibdir) as pkglibdir"
+log "extension build: $(stat -c '%y' "$LIB" | cut -c1-19), $(sha256sum "$INST$SYS_LIB/synthetic_monitoring.so" | cut -c1-12)"
+as_postgres() { sudo -u postgres "$@"; }
+[ "$(id -u)" = 0 ] || as_postgres() { "$@"; }
 
 # --- nginx ----------------------------------------------------------------------
 mkdir -p "$NGINX_DIR/tmp"
@@ -130,7 +171,20 @@ if [ -n "${BENCH_PG_CONF:-}" ]; then
     IFS=';' read -r -a more <<<"$BENCH_PG_CONF"
     extra_conf+=("${more[@]}")
 fi
-timeout 120 "$ROOT/scripts/cluster.sh" start "$BENCH_PGDATA" "$BENCH_PG_PORT" "${extra_conf[@]}"
+# As scripts/cluster.sh start, but with the private installation.
+mkdir -p "$BENCH_PGDATA"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$BENCH_PGDATA"
+as_postgres "$BIN/initdb" -D "$BENCH_PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+{
+    echo "port = $BENCH_PG_PORT"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "unix_socket_directories = '$BENCH_PGDATA'"
+    echo "shared_preload_libraries = 'synthetic_monitoring'"
+    echo "synthetic_monitoring.database = 'postgres'"
+    echo "log_line_prefix = '%m [%p] '"
+    for line in "${extra_conf[@]}"; do echo "$line"; done
+} | as_postgres tee -a "$BENCH_PGDATA/postgresql.conf" >/dev/null
+as_postgres "$BIN/pg_ctl" -D "$BENCH_PGDATA" -l "$BENCH_PGDATA/server.log" -w -t 60 start >/dev/null
 
 # --- measure --------------------------------------------------------------------
 mkdir -p "$BENCH_DIR/results"
@@ -142,6 +196,9 @@ wait "$BENCH_CHILD"
 rc=$?
 set -e
 BENCH_CHILD=
+if [ "$(lib_stamp)" != "$LIB_STAMP" ]; then
+    log "note: the installed extension changed during the run; the measured build is the copy taken at start"
+fi
 if [ "$rc" -ne 0 ]; then
     log "benchmark failed (exit $rc); server log tail:"
     tail -n 20 "$BENCH_PGDATA/server.log" >&2 || true

@@ -87,6 +87,7 @@ BEGIN
         'team_id', team_id,
         'state', CASE WHEN (normalized->>'enabled')::boolean THEN 'pending' ELSE 'disabled' END,
         'consecutive_failures', 0,
+        'alerting', false,
         'next_check_at', CASE WHEN (normalized->>'enabled')::boolean THEN now() END,
         'created_by', acting_user,
         'created_at', now(),
@@ -146,7 +147,8 @@ BEGIN
         enabled = updated.enabled, state = updated.state, next_check_at = updated.next_check_at,
         alert_enabled = updated.alert_enabled, alert_threshold_failures = updated.alert_threshold_failures,
         alert_recipients = updated.alert_recipients, slack_channel = updated.slack_channel,
-        slack_webhook_url = updated.slack_webhook_url, alert_cooldown_minutes = updated.alert_cooldown_minutes,
+        slack_webhook_url = updated.slack_webhook_url, webhook_url = updated.webhook_url,
+        alert_cooldown_minutes = updated.alert_cooldown_minutes,
         updated_at = updated.updated_at
     WHERE m.id = existing.id
     RETURNING m.* INTO updated;

@@ -62,8 +62,11 @@ CREATE TABLE monitors (
         CHECK (slack_channel ~ '^#?[A-Za-z0-9._-]{1,80}$'),
     slack_webhook_url         text
         CHECK (char_length(slack_webhook_url) <= 2048 AND slack_webhook_url ~ '^https?://[^/?#[:space:]]+(/[^[:space:]]*)?$'),
+    webhook_url               text
+        CHECK (char_length(webhook_url) <= 2048 AND webhook_url ~ '^https?://[^/?#[:space:]]+(/[^[:space:]]*)?$'),
     alert_cooldown_minutes    integer     NOT NULL DEFAULT 60
         CHECK (alert_cooldown_minutes BETWEEN 1 AND 10080),
+    alerting                  boolean     NOT NULL DEFAULT false,
     created_by                text
         CHECK (char_length(created_by) BETWEEN 1 AND 200),
     created_at                timestamptz NOT NULL DEFAULT now(),
@@ -107,6 +110,8 @@ COMMENT ON COLUMN monitors.next_check_at IS 'When the next scheduled check is du
 COMMENT ON COLUMN monitors.in_flight_slot IS 'The scheduled slot whose check is running now (NULL when idle). A monitor never has two scheduled checks in flight.';
 COMMENT ON COLUMN monitors.alert_threshold_failures IS 'Alert once consecutive_failures reaches this number.';
 COMMENT ON COLUMN monitors.alert_cooldown_minutes IS 'Minimum time between two failure alerts of one outage.';
+COMMENT ON COLUMN monitors.webhook_url IS 'Generic alert webhook: a signed JSON POST per alert (HMAC-SHA256 over timestamp and body).';
+COMMENT ON COLUMN monitors.alerting IS 'A failure alert was sent for the current outage, so a success sends one recovery notice.';
 COMMENT ON COLUMN monitors.created_by IS 'The acting user passed to create_monitor, if any.';
 
 CREATE TABLE checks (
@@ -182,3 +187,30 @@ CREATE INDEX events_team_timestamp_idx ON events (team_id, "timestamp");
 
 COMMENT ON TABLE events IS
     'Analytics event rows in the shape PostHog capture accepts: synthetic_http_check and synthetic_web_score per check (distinct_id monitor_<uuid>), and user actions such as "synthetic monitor created" (distinct_id = the acting user). Kept when a monitor is deleted.';
+
+CREATE TABLE outbox (
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    team_id           bigint      NOT NULL CHECK (team_id > 0),
+    monitor_id        uuid        REFERENCES monitors (id) ON DELETE SET NULL,
+    kind              text        NOT NULL CHECK (kind IN ('failure', 'reminder', 'recovery')),
+    channel           text        NOT NULL CHECK (channel IN ('email', 'slack', 'webhook')),
+    destination       text        NOT NULL CHECK (char_length(destination) BETWEEN 1 AND 2048),
+    payload           jsonb       NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    idempotency_key   uuid        NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+    state             text        NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivering', 'delivered', 'dead')),
+    attempts          integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at   timestamptz NOT NULL DEFAULT now(),
+    last_error        text        CHECK (char_length(last_error) <= 2000),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    claimed_at        timestamptz,
+    delivered_at      timestamptz,
+    CONSTRAINT outbox_delivered_has_time CHECK ((state = 'delivered') = (delivered_at IS NOT NULL))
+);
+
+-- The dispatcher's claim: due pending rows.
+CREATE INDEX outbox_due_idx ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_monitor_idx ON outbox (team_id, monitor_id, id DESC);
+
+COMMENT ON TABLE outbox IS
+    'Alert notifications, one row per destination, written in the same transaction as the check that triggered them and delivered by the worker: pending -> delivering -> delivered, or retried with backoff, or dead after the last attempt (kept with last_error). idempotency_key is the Message-ID of an email and the Idempotency-Key header of a webhook, so a redelivery after a crash can be recognised.';

@@ -29,7 +29,7 @@ BEGIN
         'list_monitors(bigint, text, text, boolean, text, integer, integer)',
         'pause_monitor(bigint, uuid, text)', 'resume_monitor(bigint, uuid, text)',
         'monitor_checks(bigint, uuid, integer, bigint)', 'test_monitor(bigint, uuid)',
-        'worker_status()'
+        'worker_status()', 'alert_outbox(bigint, uuid, text, integer)', 'retry_alert(bigint, bigint)'
     ]::regprocedure[]
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', api);

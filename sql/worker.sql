@@ -80,9 +80,15 @@ AS $$
 $$;
 
 -- Records a batch of check results (a JSON array, as produced by the checker)
--- in one statement: the check rows, each monitor's new state, and one
--- synthetic_http_check event per check. Results of monitors deleted
--- meanwhile are dropped. Returns the inserted check rows.
+-- in one statement: the check rows, each monitor's new state, one
+-- synthetic_http_check event per check, and the alerts the results trigger as
+-- outbox rows (one per destination). All commit together or not at all.
+-- Results of monitors deleted meanwhile are dropped. Returns the check rows.
+--
+-- Alert rules: a failure alert when consecutive_failures reaches the
+-- threshold (alerts enabled, monitor not paused); while still failing, a
+-- reminder at most once per cooldown; a success after a failure alert sends
+-- one recovery notice. A fault of the checker itself (internal) alerts nobody.
 CREATE FUNCTION _record_checks(results jsonb) RETURNS SETOF checks
 LANGUAGE sql
 SET search_path = synthetic_monitoring, pg_catalog, pg_temp
@@ -96,23 +102,45 @@ AS $$
             tls_ms double precision, ttfb_ms double precision, download_ms double precision,
             total_ms double precision, bytes_read bigint, body_truncated boolean, redirects integer, final_url text,
             tls_cert_expires_epoch double precision, error_class text, error_message text)
+    ), locked AS (
+        -- The current alert state, locked so that the decision and the update agree.
+        SELECT m.id, m.enabled, m.alert_enabled, m.alerting, m.last_alerted_at, m.consecutive_failures,
+               m.alert_threshold_failures, m.alert_cooldown_minutes
+        FROM monitors m
+        WHERE m.id IN (SELECT monitor_id FROM r)
+        FOR UPDATE
+    ), decided AS (
+        SELECT r.monitor_id, r.success, r.error_class, r.finished_at, r.trigger,
+               l.consecutive_failures AS failures_before,
+               CASE
+                   WHEN NOT l.enabled THEN NULL
+                   WHEN r.success THEN CASE WHEN l.alerting THEN 'recovery' END
+                   WHEN r.error_class = 'internal' OR NOT l.alert_enabled THEN NULL
+                   WHEN l.consecutive_failures + 1 < l.alert_threshold_failures THEN NULL
+                   WHEN NOT l.alerting THEN 'failure'
+                   WHEN l.last_alerted_at + make_interval(mins => l.alert_cooldown_minutes) <= r.finished_at THEN 'reminder'
+               END AS alert_kind
+        FROM r JOIN locked l ON l.id = r.monitor_id
     ), updated AS (
         UPDATE monitors m
         SET state = CASE
                 WHEN NOT m.enabled THEN 'disabled'
-                WHEN r.success THEN 'healthy'
-                WHEN r.error_class = 'internal' THEN 'error'
+                WHEN d.success THEN 'healthy'
+                WHEN d.error_class = 'internal' THEN 'error'
                 ELSE 'failing' END,
             consecutive_failures = CASE
-                WHEN r.success THEN 0
-                WHEN r.error_class = 'internal' THEN m.consecutive_failures
+                WHEN d.success THEN 0
+                WHEN d.error_class = 'internal' THEN m.consecutive_failures
                 ELSE m.consecutive_failures + 1 END,
-            last_checked_at = greatest(m.last_checked_at, r.finished_at),
-            in_flight_slot = CASE WHEN r.trigger = 'scheduled' THEN NULL ELSE m.in_flight_slot END
-        FROM r
-        WHERE m.id = r.monitor_id
+            last_checked_at = greatest(m.last_checked_at, d.finished_at),
+            in_flight_slot = CASE WHEN d.trigger = 'scheduled' THEN NULL ELSE m.in_flight_slot END,
+            alerting = CASE d.alert_kind WHEN 'recovery' THEN false WHEN 'failure' THEN true ELSE m.alerting END,
+            last_alerted_at = CASE WHEN d.alert_kind IN ('failure', 'reminder') THEN d.finished_at ELSE m.last_alerted_at END
+        FROM decided d
+        WHERE m.id = d.monitor_id
         RETURNING m.id, m.team_id, m.name, m.monitor_type, m.url, m.method, m.expected_status_codes,
-                  m.consecutive_failures
+                  m.consecutive_failures, m.alert_recipients, m.slack_channel, m.slack_webhook_url, m.webhook_url,
+                  d.alert_kind, d.failures_before
     ), inserted AS (
         INSERT INTO checks (monitor_id, team_id, region, trigger, scheduled_at, started_at, finished_at,
                             success, status_code, response_time_ms, dns_ms, connect_ms, tls_ms, ttfb_ms,
@@ -139,9 +167,155 @@ AS $$
                    'download_ms', round(i.download_ms::numeric, 1), 'total_ms', round(i.total_ms::numeric, 1),
                    'bytes_read', i.bytes_read, 'body_truncated', i.body_truncated)
         FROM inserted i JOIN updated u ON u.id = i.monitor_id
+    ), alerts_queued AS (
+        INSERT INTO outbox (team_id, monitor_id, kind, channel, destination, payload)
+        SELECT u.team_id, u.id, u.alert_kind, dest.channel, dest.destination,
+               jsonb_build_object(
+                   'kind', u.alert_kind, 'team_id', u.team_id, 'monitor_id', u.id, 'monitor_name', u.name,
+                   'url', _redact_url(u.url), 'region', i.region, 'checked_at', i.finished_at, 'check_id', i.id,
+                   'consecutive_failures', CASE WHEN u.alert_kind = 'recovery' THEN u.failures_before
+                                                ELSE u.consecutive_failures END,
+                   'status_code', i.status_code, 'response_time_ms', round(i.response_time_ms::numeric, 1),
+                   'error_class', i.error_class, 'error_message', i.error_message)
+        FROM updated u
+        JOIN inserted i ON i.monitor_id = u.id
+        CROSS JOIN LATERAL (
+            SELECT 'email', recipient FROM unnest(u.alert_recipients) AS recipient
+            UNION ALL SELECT 'slack', coalesce(u.slack_webhook_url, u.slack_channel)
+                WHERE coalesce(u.slack_webhook_url, u.slack_channel) IS NOT NULL
+            UNION ALL SELECT 'webhook', u.webhook_url WHERE u.webhook_url IS NOT NULL
+        ) AS dest(channel, destination)
+        WHERE u.alert_kind IS NOT NULL
     )
     SELECT * FROM inserted
 $$;
+
+-- The dispatcher's claim: due pending outbox rows become 'delivering' (and
+-- count an attempt) before any network I/O, in their own transaction. SKIP
+-- LOCKED: two dispatchers never take the same row.
+CREATE FUNCTION _claim_deliveries(max_rows integer) RETURNS SETOF jsonb
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH due AS (
+        SELECT o.id FROM outbox o
+        WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+        ORDER BY o.next_attempt_at
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox o SET state = 'delivering', attempts = o.attempts + 1, claimed_at = now()
+        FROM due WHERE o.id = due.id
+        RETURNING o.*
+    )
+    SELECT jsonb_build_object('id', c.id, 'kind', c.kind, 'channel', c.channel, 'destination', c.destination,
+                              'payload', c.payload, 'idempotency_key', c.idempotency_key, 'attempts', c.attempts)
+    FROM claimed c
+$$;
+
+-- Outcomes of deliveries: delivered; or retried with exponential backoff and
+-- jitter (or after the receiver's Retry-After); or dead after the last attempt
+-- or a permanent refusal, keeping the last error.
+CREATE FUNCTION _complete_deliveries(outcomes jsonb, max_attempts integer, retry_base_ms integer) RETURNS integer
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH done AS (
+        UPDATE outbox o
+        SET state = CASE WHEN x.delivered THEN 'delivered'
+                         WHEN x.permanent OR o.attempts >= max_attempts THEN 'dead'
+                         ELSE 'pending' END,
+            delivered_at = CASE WHEN x.delivered THEN now() END,
+            last_error = CASE WHEN x.delivered THEN o.last_error ELSE left(x.error, 2000) END,
+            next_attempt_at = CASE
+                WHEN x.delivered THEN o.next_attempt_at
+                WHEN x.retry_after_s IS NOT NULL THEN now() + make_interval(secs => x.retry_after_s)
+                ELSE now() + make_interval(secs => least(retry_base_ms * 2.0 ^ (o.attempts - 1), 3600000.0)
+                                                    * (0.5 + random()) / 1000.0)
+            END
+        FROM jsonb_to_recordset(outcomes) AS x(id bigint, delivered boolean, permanent boolean,
+                                               error text, retry_after_s double precision)
+        WHERE o.id = x.id AND o.state = 'delivering'
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM done
+$$;
+
+-- Start-up recovery of the outbox: rows a dead worker had claimed are pending
+-- again and will be delivered with the same idempotency key.
+CREATE FUNCTION _recover_deliveries() RETURNS integer
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    WITH recovered AS (
+        UPDATE outbox SET state = 'pending', next_attempt_at = now() WHERE state = 'delivering' RETURNING 1
+    )
+    SELECT count(*)::integer FROM recovered
+$$;
+
+-- When the next pending delivery is due, in seconds from now (NULL if none).
+CREATE FUNCTION _seconds_to_next_delivery() RETURNS double precision
+LANGUAGE sql STABLE
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+    SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::double precision
+    FROM outbox WHERE state = 'pending'
+$$;
+
+-- The team's alert notifications, newest first. Webhook and Slack URLs are
+-- shown without their path, which holds their secret.
+CREATE FUNCTION alert_outbox(team_id bigint, for_monitor uuid DEFAULT NULL, with_state text DEFAULT NULL,
+                             "limit" integer DEFAULT 100)
+RETURNS TABLE (id bigint, monitor_id uuid, kind text, channel text, destination text, state text,
+               attempts integer, next_attempt_at timestamptz, last_error text, created_at timestamptz,
+               delivered_at timestamptz, idempotency_key uuid)
+LANGUAGE plpgsql STABLE
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM _check_team(team_id);
+    PERFORM _check_page("limit", 0, 1000);
+    IF with_state IS NOT NULL AND with_state <> ALL (ARRAY['pending', 'delivering', 'delivered', 'dead']) THEN
+        RAISE EXCEPTION 'invalid with_state: "%"', left(with_state, 60)
+            USING ERRCODE = '22023', HINT = 'one of: pending, delivering, delivered, dead';
+    END IF;
+    RETURN QUERY
+    SELECT o.id, o.monitor_id, o.kind, o.channel,
+           CASE WHEN o.destination ~ '^https?://' THEN regexp_replace(o.destination, '^(https?://[^/?#]+).*$', '\1/***')
+                ELSE o.destination END,
+           o.state, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, o.idempotency_key
+    FROM outbox o
+    WHERE o.team_id = alert_outbox.team_id
+      AND (for_monitor IS NULL OR o.monitor_id = for_monitor)
+      AND (with_state IS NULL OR o.state = with_state)
+    ORDER BY o.id DESC
+    LIMIT "limit";
+END $$;
+
+-- Sends a dead notification again: pending now, with a fresh round of attempts
+-- and the same idempotency key.
+CREATE FUNCTION retry_alert(team_id bigint, outbox_id bigint) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$
+DECLARE
+    current_state text;
+BEGIN
+    PERFORM _check_team(team_id);
+    SELECT o.state INTO current_state FROM outbox o
+    WHERE o.id = outbox_id AND o.team_id = retry_alert.team_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'alert % not found', coalesce(outbox_id::text, 'null')
+            USING ERRCODE = 'P0002', HINT = format('no outbox row with this id exists in team %s', team_id);
+    END IF;
+    IF current_state <> 'dead' THEN
+        RAISE EXCEPTION 'invalid outbox_id: alert % is %, only dead alerts can be retried', outbox_id, current_state
+            USING ERRCODE = '22023', HINT = 'pending and delivering alerts are retried automatically';
+    END IF;
+    UPDATE outbox o SET state = 'pending', attempts = 0, next_attempt_at = now() WHERE o.id = outbox_id;
+    PERFORM _wake_worker_at_commit();
+    RETURN true;
+END $$;
 
 -- Runs one check of the monitor now, in this session, and records it with
 -- trigger 'manual'. Works with or without the worker.
@@ -171,6 +345,9 @@ BEGIN
         'body_must_not_contain', target.body_must_not_contain,
         'max_response_time_ms', target.max_response_time_ms));
     SELECT * INTO recorded FROM _record_checks(jsonb_build_array(result));
+    IF EXISTS (SELECT 1 FROM outbox o WHERE o.monitor_id = target.id AND o.state = 'pending' AND o.created_at = now()) THEN
+        PERFORM _wake_worker_at_commit();  -- deliver the alert it queued
+    END IF;
     RETURN recorded;
 END $$;
 
@@ -191,6 +368,10 @@ AS $$
     FROM _worker_shared_status() s
 $$;
 
+COMMENT ON FUNCTION alert_outbox(bigint, uuid, text, integer) IS
+    'The team''s alert notifications (optionally of one monitor, in one state), newest first: kind, channel, destination, state (pending, delivering, delivered, dead), attempts, next attempt, last error.';
+COMMENT ON FUNCTION retry_alert(bigint, bigint) IS
+    'Queues a dead alert notification again (a fresh round of attempts, same idempotency key). 22023 unless the row is dead; P0002 when the team has no such row.';
 COMMENT ON FUNCTION test_monitor(bigint, uuid) IS
     'Runs the monitor''s HTTP check now in the calling session (bounded by its timeout), records it with trigger manual (check row, state, event) and returns the check row. Works with or without the worker.';
 COMMENT ON FUNCTION worker_status() IS

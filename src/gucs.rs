@@ -48,7 +48,112 @@ pub static MAX_BODY_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024)
 pub static ALLOWED_NETWORKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 
 /// Defines the settings; `preloading` adds those only the postmaster can set.
+/// `synthetic_monitoring.smtp_host` (text, default empty): the SMTP server that
+/// sends alert emails. Empty: email alerts wait in the outbox until it is set.
+pub static SMTP_HOST: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.smtp_port` (TCP port, default 25).
+pub static SMTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(25);
+
+/// `synthetic_monitoring.smtp_tls` (`none`, `starttls` or `tls`, default
+/// `starttls`): `starttls` upgrades a plain connection (port 587), `tls` is
+/// implicit TLS (port 465), `none` is for a relay on a trusted network.
+pub static SMTP_TLS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"starttls"));
+
+/// `synthetic_monitoring.smtp_user` (text, default empty: no authentication).
+pub static SMTP_USER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.smtp_password` (text): superuser-only and hidden from
+/// SHOW ALL and pg_settings for everyone else; never logged.
+pub static SMTP_PASSWORD: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.smtp_from` (address, default
+/// `synthetic-monitoring@localhost`): the From of alert emails.
+pub static SMTP_FROM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"synthetic-monitoring@localhost"));
+
+/// `synthetic_monitoring.site_url` (URL, default `http://localhost:8000`): the
+/// web app's address, for the link to the monitor in alerts.
+pub static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"http://localhost:8000"));
+
+/// `synthetic_monitoring.slack_api_url` (URL, default `https://slack.com`):
+/// base of Slack's Web API (chat.postMessage); a setting so that a local
+/// receiver can stand in for Slack.
+pub static SLACK_API_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"https://slack.com"));
+
+/// `synthetic_monitoring.slack_bot_token` (secret): the bot token of the Slack
+/// integration, for monitors with a slack_channel. Superuser-only, hidden.
+pub static SLACK_BOT_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.webhook_signing_secret` (secret): key of the
+/// HMAC-SHA256 signature of alert webhooks. Superuser-only, hidden.
+pub static WEBHOOK_SIGNING_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.smtp_password_file`, `.slack_bot_token_file`,
+/// `.webhook_signing_secret_file` (paths, default empty): read the secret from a
+/// file the postgres OS user can read instead. Preferred: PostgreSQL logs the
+/// new value of a changed setting when it reloads its configuration, but a
+/// file's content never passes through the settings. Superuser-only.
+pub static SMTP_PASSWORD_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+pub static SLACK_BOT_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+pub static WEBHOOK_SIGNING_SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `synthetic_monitoring.alert_max_attempts` (attempts, default 10): after this
+/// many failed deliveries an alert is marked dead (kept, with its last error).
+pub static ALERT_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// `synthetic_monitoring.alert_retry_base_ms` (milliseconds, default 30000):
+/// first retry delay; doubled per attempt (at most an hour), with jitter.
+pub static ALERT_RETRY_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+/// `synthetic_monitoring.alert_timeout_ms` (milliseconds, default 10000): the
+/// limit of one delivery attempt (SMTP session or HTTP request).
+pub static ALERT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+fn define_text(name: &'static CStr, short: &'static CStr, setting: &'static GucSetting<Option<CString>>, secret: bool) {
+    let flags = if secret { GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL } else { GucFlags::default() };
+    GucRegistry::define_string_guc(name, short, c"", setting, GucContext::Sighup, flags);
+}
+
+fn define_alert_settings() {
+    define_text(c"synthetic_monitoring.smtp_host", c"SMTP server for alert emails.", &SMTP_HOST, false);
+    GucRegistry::define_int_guc(
+        c"synthetic_monitoring.smtp_port",
+        c"SMTP server port.",
+        c"",
+        &SMTP_PORT,
+        1,
+        65535,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    define_text(c"synthetic_monitoring.smtp_tls", c"SMTP TLS mode: none, starttls or tls.", &SMTP_TLS, false);
+    define_text(c"synthetic_monitoring.smtp_user", c"SMTP user name (empty: no authentication).", &SMTP_USER, false);
+    define_text(c"synthetic_monitoring.smtp_password", c"SMTP password.", &SMTP_PASSWORD, true);
+    define_text(c"synthetic_monitoring.smtp_from", c"From address of alert emails.", &SMTP_FROM, false);
+    define_text(c"synthetic_monitoring.site_url", c"Web app address for links in alerts.", &SITE_URL, false);
+    define_text(c"synthetic_monitoring.slack_api_url", c"Base URL of the Slack Web API.", &SLACK_API_URL, false);
+    define_text(c"synthetic_monitoring.slack_bot_token", c"Slack bot token for chat.postMessage.", &SLACK_BOT_TOKEN, true);
+    define_text(c"synthetic_monitoring.webhook_signing_secret", c"HMAC key for alert webhook signatures.", &WEBHOOK_SIGNING_SECRET, true);
+    define_text(c"synthetic_monitoring.smtp_password_file", c"File holding the SMTP password.", &SMTP_PASSWORD_FILE, true);
+    define_text(c"synthetic_monitoring.slack_bot_token_file", c"File holding the Slack bot token.", &SLACK_BOT_TOKEN_FILE, true);
+    define_text(
+        c"synthetic_monitoring.webhook_signing_secret_file",
+        c"File holding the webhook signing secret.",
+        &WEBHOOK_SIGNING_SECRET_FILE,
+        true,
+    );
+    for (name, short, setting, min, max, unit) in [
+        (c"synthetic_monitoring.alert_max_attempts", c"Delivery attempts before an alert is dead.", &ALERT_MAX_ATTEMPTS, 1, 1000, GucFlags::default()),
+        (c"synthetic_monitoring.alert_retry_base_ms", c"First retry delay of a failed alert delivery.", &ALERT_RETRY_BASE_MS, 10, 3_600_000, GucFlags::UNIT_MS),
+        (c"synthetic_monitoring.alert_timeout_ms", c"Limit of one alert delivery attempt.", &ALERT_TIMEOUT_MS, 100, 300_000, GucFlags::UNIT_MS),
+    ] {
+        GucRegistry::define_int_guc(name, short, c"", setting, min, max, GucContext::Sighup, unit);
+    }
+}
+
+/// Defines the settings; `preloading` adds those only the postmaster can set.
 pub fn define(preloading: bool) {
+    define_alert_settings();
     if preloading {
         GucRegistry::define_string_guc(
             c"synthetic_monitoring.database",
@@ -147,6 +252,23 @@ pub fn database() -> String {
 /// The raw allowlist text (may be empty).
 pub fn allowed_networks() -> String {
     ALLOWED_NETWORKS.get().and_then(|value| value.into_string().ok()).unwrap_or_default()
+}
+
+/// A text setting's value, empty when unset.
+pub fn text_or_empty(setting: &GucSetting<Option<CString>>) -> String {
+    setting.get().and_then(|value| value.into_string().ok()).unwrap_or_default()
+}
+
+/// A secret from its `_file` setting when that is set, else from the setting
+/// itself. The error names the setting, never the content.
+pub fn secret(value: &GucSetting<Option<CString>>, file: &GucSetting<Option<CString>>, file_setting: &str) -> Result<String, String> {
+    let path = text_or_empty(file);
+    if path.is_empty() {
+        return Ok(text_or_empty(value));
+    }
+    std::fs::read_to_string(&path)
+        .map(|content| content.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|error| format!("cannot read {file_setting} ({path}): {error}"))
 }
 
 pub fn clamp_positive(value: i32) -> usize {

@@ -171,6 +171,8 @@ pub struct CheckOutcome {
     pub redirects: u32,
     /// Leaf certificate expiry of the last https hop.
     pub tls_cert_not_after: Option<SystemTime>,
+    /// The final response's Retry-After, in seconds form (429 and 503 answers).
+    pub retry_after: Option<Duration>,
 }
 
 /// Builds the TLS client configuration: webpki roots plus the system store,
@@ -282,6 +284,7 @@ struct Progress {
     url: String,
     redirects: u32,
     cert_not_after: Option<SystemTime>,
+    retry_after: Option<Duration>,
 }
 
 impl Progress {
@@ -295,6 +298,7 @@ impl Progress {
             url: redacted_url,
             redirects: 0,
             cert_not_after: None,
+            retry_after: None,
         }
     }
 }
@@ -330,6 +334,7 @@ fn finish(
         final_url: p.url,
         redirects: p.redirects,
         tls_cert_not_after: p.cert_not_after,
+        retry_after: p.retry_after,
     }
 }
 
@@ -388,6 +393,7 @@ async fn execute(
         let mut resp = send_hop(&hop, ctx, p).await?;
         let status = resp.status;
         p.status = Some(status);
+        p.retry_after = resp.retry_after();
         if req.follow_redirects && is_redirect(status) {
             if let Some(location) = resp.location() {
                 if p.redirects >= req.max_redirects {
@@ -795,6 +801,12 @@ struct HopResponse {
 }
 
 impl HopResponse {
+    /// Retry-After given in seconds (the HTTP-date form is not honoured).
+    fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+        value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    }
+
     fn location(&self) -> Option<String> {
         let value = self.headers.get(LOCATION)?;
         let text = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
@@ -1938,7 +1950,7 @@ mod tests {
             msg(&o).starts_with("refused to connect to 127.0.0.1: 127.0.0.1 is a loopback address"),
             "{o:?}"
         );
-        assert!(msg(&o).contains("allowlist"), "{o:?}");
+        assert!(msg(&o).contains("synthetic_monitoring.allowed_networks"), "{o:?}");
         assert_eq!(o.status_code, None);
         let o = run_check(
             &CheckRequest::new(format!("http://localhost:{}/", server.addr.port())),

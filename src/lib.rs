@@ -4,6 +4,7 @@
 
 use pgrx::prelude::*;
 
+mod alerts;
 mod api;
 mod check_job;
 mod errors;

@@ -1012,4 +1012,207 @@ mod tests {
         assert!(created >= 5, "the fuzzer should also produce valid specs: {created}");
         assert_eq!(count("SELECT count(*) FROM synthetic_monitoring.monitors"), created);
     }
+
+    // ---- alert rules and the outbox ---------------------------------------------
+
+    fn alerting_monitor(name: &str) -> String {
+        id_of(&create(
+            TEAM,
+            json!({"name": name, "url": format!("https://{name}.example.com/"), "alert_threshold_failures": 3,
+                   "alert_recipients": ["a@example.com", "b@example.com"], "slack_channel": "#ops",
+                   "webhook_url": "https://hooks.example.com/T1/secret-path"}),
+        ))
+    }
+
+    /// Feeds a sequence of results ('F' failure, 'S' success) and returns the
+    /// alert kinds queued, one per alert (the outbox holds one row per destination).
+    fn alerts_after(id: &str, sequence: &str) -> Vec<String> {
+        for step in sequence.chars() {
+            match step {
+                'F' => record(id, false, Some("http_status"), Some(503)),
+                _ => record(id, true, None, Some(200)),
+            };
+        }
+        let kinds = value(&format!(
+            "SELECT coalesce(jsonb_agg(kind ORDER BY min_id), '[]') FROM (
+                 SELECT kind, min(id) AS min_id FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}'
+                 GROUP BY kind, (payload->>'check_id')) a"
+        ));
+        kinds.as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
+    }
+
+    #[pg_test]
+    fn alert_once_at_threshold_then_recovery() {
+        let id = alerting_monitor("fffsf");
+        assert_eq!(alerts_after(&id, "FFFSF"), vec!["failure", "recovery"]);
+        assert_eq!(count(&format!("SELECT count(*) FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}'")), 8, "4 destinations x 2 alerts");
+        let destinations = value(&format!(
+            "SELECT jsonb_agg(channel || ':' || destination ORDER BY channel, destination) FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}' AND kind = 'failure'"
+        ));
+        assert_eq!(
+            destinations,
+            json!(["email:a@example.com", "email:b@example.com", "slack:#ops", "webhook:https://hooks.example.com/T1/secret-path"])
+        );
+        let payload = value(&format!("SELECT payload FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}' AND kind = 'failure' LIMIT 1"));
+        assert_eq!(payload["consecutive_failures"], json!(3));
+        assert_eq!(payload["status_code"], json!(503));
+        assert_eq!(payload["monitor_name"], json!("fffsf"));
+        assert_eq!(payload["error_message"], json!("failed: http_status"));
+        let recovery = value(&format!("SELECT payload FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}' AND kind = 'recovery' LIMIT 1"));
+        assert_eq!(recovery["consecutive_failures"], json!(3), "the recovery tells how long the outage was");
+        let m = monitor_row(&id);
+        assert_eq!(m["alerting"], json!(false));
+        assert_eq!(m["consecutive_failures"], json!(1));
+    }
+
+    #[pg_test]
+    fn a_blip_alerts_nobody() {
+        let id = alerting_monitor("blip");
+        assert_eq!(alerts_after(&id, "FS"), Vec::<String>::new());
+        assert_eq!(alerts_after(&id, "FFS"), Vec::<String>::new());
+    }
+
+    #[pg_test]
+    fn still_failing_after_the_cooldown_sends_one_reminder() {
+        let id = alerting_monitor("cooldown");
+        assert_eq!(alerts_after(&id, "FFFFF"), vec!["failure"], "within the cooldown: no repeat");
+        Spi::run(&format!(
+            "UPDATE synthetic_monitoring.monitors SET last_alerted_at = last_alerted_at - interval '61 minutes' WHERE id = '{id}'"
+        ))
+        .unwrap();
+        assert_eq!(alerts_after(&id, "FF"), vec!["failure", "reminder"]);
+        assert_eq!(alerts_after(&id, "S"), vec!["failure", "reminder", "recovery"]);
+    }
+
+    #[pg_test]
+    fn no_alerts_when_disabled_paused_or_checker_fault() {
+        let quiet = alerting_monitor("quiet");
+        Spi::run(&format!("SELECT synthetic_monitoring.update_monitor({TEAM}, '{quiet}', '{{\"alert_enabled\": false}}')")).unwrap();
+        assert_eq!(alerts_after(&quiet, "FFFF"), Vec::<String>::new());
+        let faulty = alerting_monitor("faulty");
+        for _ in 0..4 {
+            record(&faulty, false, Some("internal"), None);
+        }
+        assert_eq!(count(&format!("SELECT count(*) FROM synthetic_monitoring.outbox WHERE monitor_id = '{faulty}'")), 0);
+        let paused = alerting_monitor("paused-alerts");
+        Spi::run(&format!("SELECT synthetic_monitoring.pause_monitor({TEAM}, '{paused}')")).unwrap();
+        assert_eq!(alerts_after(&paused, "FFFF"), Vec::<String>::new());
+    }
+
+    fn claim_deliveries(n: i32) -> Vec<Value> {
+        let rows = value(&format!("SELECT coalesce(jsonb_agg(d), '[]') FROM synthetic_monitoring._claim_deliveries({n}) d"));
+        rows.as_array().unwrap().clone()
+    }
+
+    fn complete(outcomes: Value) {
+        Spi::run(&format!("SELECT synthetic_monitoring._complete_deliveries({}::jsonb, 3, 1000)", quoted(&outcomes.to_string()))).unwrap();
+    }
+
+    fn outbox_row(id: i64) -> Value {
+        value(&format!("SELECT to_jsonb(o) FROM synthetic_monitoring.outbox o WHERE id = {id}"))
+    }
+
+    #[pg_test]
+    fn deliveries_are_claimed_once_retried_and_die_visibly() {
+        let id = id_of(&create(TEAM, json!({"name": "d", "url": "https://d.example.com/", "alert_threshold_failures": 1,
+                                             "alert_recipients": ["ops@example.com"]})));
+        record(&id, false, Some("timeout"), None);
+        let claimed = claim_deliveries(10);
+        assert_eq!(claimed.len(), 1);
+        let row_id = claimed[0]["id"].as_i64().unwrap();
+        assert_eq!(claimed[0]["channel"], json!("email"));
+        assert_eq!(claimed[0]["payload"]["kind"], json!("failure"));
+        assert_eq!(claim_deliveries(10).len(), 0, "a claimed row is not claimed again");
+        assert_eq!(outbox_row(row_id)["state"], json!("delivering"));
+
+        complete(json!([{"id": row_id, "delivered": false, "permanent": false, "error": "SMTP down", "retry_after_s": null}]));
+        let row = outbox_row(row_id);
+        assert_eq!(row["state"], json!("pending"));
+        assert_eq!(row["attempts"], json!(1));
+        assert_eq!(row["last_error"], json!("SMTP down"));
+        let delay = Spi::get_one::<f64>(&format!(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM synthetic_monitoring.outbox WHERE id = {row_id}"
+        ))
+        .unwrap()
+        .unwrap();
+        assert!((0.5..=1.5).contains(&delay), "first retry after the base delay with jitter: {delay}");
+
+        // Retry-After wins over the backoff.
+        Spi::run(&format!("UPDATE synthetic_monitoring.outbox SET next_attempt_at = now() WHERE id = {row_id}")).unwrap();
+        assert_eq!(claim_deliveries(10).len(), 1);
+        complete(json!([{"id": row_id, "delivered": false, "permanent": false, "error": "429", "retry_after_s": 120}]));
+        let delay = Spi::get_one::<f64>(&format!(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM synthetic_monitoring.outbox WHERE id = {row_id}"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(delay, 120.0);
+
+        Spi::run(&format!("UPDATE synthetic_monitoring.outbox SET next_attempt_at = now() WHERE id = {row_id}")).unwrap();
+        assert_eq!(claim_deliveries(10).len(), 1);
+        complete(json!([{"id": row_id, "delivered": false, "permanent": false, "error": "still down", "retry_after_s": null}]));
+        let row = outbox_row(row_id);
+        assert_eq!(row["state"], json!("dead"), "after max_attempts (3) the row is dead");
+        assert_eq!(row["attempts"], json!(3));
+        assert_eq!(row["last_error"], json!("still down"));
+
+        let listed = value(&format!("SELECT jsonb_agg(to_jsonb(o)) FROM synthetic_monitoring.alert_outbox({TEAM}, with_state => 'dead') o"));
+        assert_eq!(listed[0]["id"], json!(row_id));
+        assert_eq!(listed[0]["destination"], json!("ops@example.com"));
+        assert_refused(&format!("SELECT synthetic_monitoring.alert_outbox({OTHER_TEAM}, with_state => 'lost')"), "22023", "with_state");
+        assert_refused(&format!("SELECT synthetic_monitoring.retry_alert({OTHER_TEAM}, {row_id})"), "P0002", &row_id.to_string());
+        let key = row["idempotency_key"].clone();
+        assert!(Spi::get_one::<bool>(&format!("SELECT synthetic_monitoring.retry_alert({TEAM}, {row_id})")).unwrap().unwrap());
+        let row = outbox_row(row_id);
+        assert_eq!(row["state"], json!("pending"));
+        assert_eq!(row["attempts"], json!(0));
+        assert_eq!(row["idempotency_key"], key, "a retry keeps the idempotency key");
+        assert_refused(&format!("SELECT synthetic_monitoring.retry_alert({TEAM}, {row_id})"), "22023", "outbox_id");
+
+        assert_eq!(claim_deliveries(10).len(), 1);
+        complete(json!([{"id": row_id, "delivered": true, "permanent": false, "error": null, "retry_after_s": null}]));
+        let row = outbox_row(row_id);
+        assert_eq!(row["state"], json!("delivered"));
+        assert!(!row["delivered_at"].is_null());
+    }
+
+    #[pg_test]
+    fn permanent_failures_die_at_once_and_claims_survive_restarts() {
+        let id = id_of(&create(TEAM, json!({"name": "p", "url": "https://p.example.com/", "alert_threshold_failures": 1,
+                                             "alert_recipients": ["x@example.com", "y@example.com"]})));
+        record(&id, false, Some("timeout"), None);
+        let claimed = claim_deliveries(10);
+        assert_eq!(claimed.len(), 2);
+        let (first, second) = (claimed[0]["id"].as_i64().unwrap(), claimed[1]["id"].as_i64().unwrap());
+        complete(json!([{"id": first, "delivered": false, "permanent": true, "error": "550 no such user", "retry_after_s": null}]));
+        assert_eq!(outbox_row(first)["state"], json!("dead"));
+        assert_eq!(outbox_row(first)["attempts"], json!(1));
+        // The worker died between claim and completion of the second row.
+        let recovered = Spi::get_one::<i32>("SELECT synthetic_monitoring._recover_deliveries()").unwrap().unwrap();
+        assert_eq!(recovered, 1);
+        let again = claim_deliveries(10);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["id"], json!(second));
+        assert_eq!(again[0]["idempotency_key"], claimed[1]["idempotency_key"]);
+        assert_eq!(outbox_row(second)["attempts"], json!(2));
+    }
+
+    #[pg_test]
+    fn outbox_hides_webhook_paths() {
+        let id = alerting_monitor("hidden");
+        alerts_after(&id, "FFF");
+        let destinations = value(&format!(
+            "SELECT jsonb_agg(destination ORDER BY destination) FROM synthetic_monitoring.alert_outbox({TEAM}, for_monitor => '{id}')"
+        ));
+        assert_eq!(destinations, json!(["#ops", "a@example.com", "b@example.com", "https://hooks.example.com/***"]));
+    }
+
+    #[pg_test]
+    fn secret_settings_are_hidden_from_non_superusers() {
+        become_role("synthetic_monitoring_app");
+        let error = refusal("SHOW synthetic_monitoring.smtp_password");
+        assert_eq!(error["sqlstate"], json!("42501"), "{error}");
+        let listed = count("SELECT count(*) FROM pg_settings WHERE name IN ('synthetic_monitoring.smtp_password', 'synthetic_monitoring.slack_bot_token', 'synthetic_monitoring.webhook_signing_secret')");
+        assert_eq!(listed, 0);
+    }
 }

@@ -31,6 +31,7 @@ pub const SPEC_FIELDS: &[&str] = &[
     "alert_recipients",
     "slack_channel",
     "slack_webhook_url",
+    "webhook_url",
     "alert_cooldown_minutes",
 ];
 
@@ -44,6 +45,7 @@ const READ_ONLY_FIELDS: &[(&str, &str)] = &[
     ("last_checked_at", "maintained by the checks"),
     ("next_check_at", "maintained by the scheduler; use resume_monitor or test_monitor to check now"),
     ("last_alerted_at", "maintained by the alerting"),
+    ("alerting", "maintained by the alerting"),
     ("in_flight_slot", "maintained by the worker"),
     ("created_by", "pass the acting user as the acting_user argument"),
     ("created_at", "set by create_monitor"),
@@ -125,6 +127,7 @@ pub fn defaults(default_region: &str) -> Map<String, Value> {
         "alert_recipients": [],
         "slack_channel": null,
         "slack_webhook_url": null,
+        "webhook_url": null,
         "alert_cooldown_minutes": 60,
     });
     match value {
@@ -198,6 +201,7 @@ pub fn normalize(
     out.insert("alert_recipients".into(), recipients(get("alert_recipients"))?);
     out.insert("slack_channel".into(), slack_channel(get("slack_channel"))?);
     out.insert("slack_webhook_url".into(), url_field("slack_webhook_url", get("slack_webhook_url"), true)?);
+    out.insert("webhook_url".into(), url_field("webhook_url", get("webhook_url"), true)?);
     out.insert(
         "alert_cooldown_minutes".into(),
         integer("alert_cooldown_minutes", get("alert_cooldown_minutes"), COOLDOWN_MINUTES_RANGE, "minutes")?,

@@ -2,6 +2,7 @@
 //! on a tokio runtime and send their results back over a channel, waking the
 //! main thread through a socket pair that its latch wait also watches.
 
+use crate::alerts::{self, AlertSettings, Delivery, DeliveryOutcome};
 use crate::check_job::{self, CheckResult, Job};
 use crate::http_check::CheckContext;
 use crate::{gucs, status};
@@ -17,6 +18,14 @@ use std::time::Duration;
 const EXTENSION_RETRY: Duration = Duration::from_secs(5);
 /// Most results written by one transaction.
 const RECORD_BATCH_MAX: usize = 5000;
+/// Most alert deliveries running at once.
+const DELIVERIES_IN_FLIGHT_MAX: usize = 100;
+
+/// What a tokio task hands back to the main thread.
+enum Finished {
+    Check(CheckResult),
+    Delivery(DeliveryOutcome),
+}
 
 pub fn register() {
     BackgroundWorkerBuilder::new("synthetic_monitoring worker")
@@ -44,12 +53,14 @@ pub extern "C-unwind" fn synthetic_monitoring_worker_main(_arg: pg_sys::Datum) {
 struct Worker {
     runtime: tokio::runtime::Runtime,
     context: Option<CheckContext>,
-    results: Receiver<CheckResult>,
-    results_sender: Sender<CheckResult>,
+    alert_settings: Option<Arc<AlertSettings>>,
+    results: Receiver<Finished>,
+    results_sender: Sender<Finished>,
     wake_reader: UnixStream,
     wake_writer: Arc<UnixStream>,
     region: String,
     in_flight: usize,
+    deliveries_in_flight: usize,
     checks_done: u64,
 }
 
@@ -68,12 +79,14 @@ impl Worker {
         Worker {
             runtime,
             context: None,
+            alert_settings: None,
             results,
             results_sender,
             wake_reader,
             wake_writer: Arc::new(wake_writer),
             region: gucs::region(),
             in_flight: 0,
+            deliveries_in_flight: 0,
             checks_done: 0,
         }
     }
@@ -85,15 +98,21 @@ impl Worker {
         }
         self.reload_settings();
         let region = self.region.clone();
-        let recovered = transaction(|| {
-            Spi::get_one_with_args::<i32>("SELECT synthetic_monitoring._recover_interrupted_checks($1)", &[region.into()])
-        });
-        log!("synthetic_monitoring worker started in region \"{}\" ({} interrupted checks rescheduled)", self.region, recovered.unwrap_or(0));
+        let (checks, deliveries) = transaction(|| {
+            let checks = Spi::get_one_with_args::<i32>("SELECT synthetic_monitoring._recover_interrupted_checks($1)", &[region.into()])?;
+            let deliveries = Spi::get_one::<i32>("SELECT synthetic_monitoring._recover_deliveries()")?;
+            Ok(Some((checks.unwrap_or(0), deliveries.unwrap_or(0))))
+        })
+        .unwrap_or_default();
+        log!(
+            "synthetic_monitoring worker started in region \"{}\" ({checks} interrupted checks rescheduled, {deliveries} interrupted alert deliveries requeued)",
+            self.region
+        );
 
         let mut sleep = Duration::ZERO;
         while self.wait(sleep) {
             self.record_finished();
-            sleep = self.start_due_checks();
+            sleep = self.start_due_checks().min(self.start_due_deliveries());
             status::publish(self.in_flight, self.checks_done);
         }
         // Checks still running are abandoned; start-up recovery reschedules their slots.
@@ -133,8 +152,15 @@ impl Worker {
             Ok(context) => self.context = Some(context),
             Err(error) => {
                 // Fail closed: without a valid policy no check runs.
-                warning!("synthetic_monitoring: {error}; scheduled checks are paused until it is fixed");
+                warning!("synthetic_monitoring: {error}; checks and alert deliveries are paused until it is fixed");
                 self.context = None;
+            }
+        }
+        match alert_settings() {
+            Ok(settings) => self.alert_settings = Some(Arc::new(settings)),
+            Err(error) => {
+                warning!("synthetic_monitoring: {error}; alert deliveries wait until it is fixed");
+                self.alert_settings = None;
             }
         }
     }
@@ -162,20 +188,87 @@ impl Worker {
         }
     }
 
-    /// Writes every finished result, in transactions of up to RECORD_BATCH_MAX.
+    /// Writes every finished check and delivery, in transactions of up to
+    /// RECORD_BATCH_MAX results.
     fn record_finished(&mut self) {
         loop {
-            let batch: Vec<CheckResult> = self.results.try_iter().take(RECORD_BATCH_MAX).collect();
-            if batch.is_empty() {
+            let mut checks = Vec::new();
+            let mut deliveries = Vec::new();
+            for finished in self.results.try_iter().take(RECORD_BATCH_MAX) {
+                match finished {
+                    Finished::Check(result) => checks.push(result),
+                    Finished::Delivery(outcome) => deliveries.push(outcome),
+                }
+            }
+            if checks.is_empty() && deliveries.is_empty() {
                 return;
             }
-            self.in_flight -= batch.len();
-            self.checks_done += batch.len() as u64;
-            let rows = serde_json::to_string(&batch).expect("results serialize");
+            self.in_flight -= checks.len();
+            self.deliveries_in_flight -= deliveries.len();
+            self.checks_done += checks.len() as u64;
+            let checks = (!checks.is_empty()).then(|| serde_json::to_string(&checks).expect("results serialize"));
+            let deliveries = (!deliveries.is_empty()).then(|| serde_json::to_string(&deliveries).expect("outcomes serialize"));
+            let max_attempts = gucs::ALERT_MAX_ATTEMPTS.get();
+            let retry_base_ms = gucs::ALERT_RETRY_BASE_MS.get();
             transaction(|| {
-                Spi::run_with_args("SELECT count(*) FROM synthetic_monitoring._record_checks($1::jsonb)", &[rows.into()])
-                    .map(|_| Some(()))
+                if let Some(rows) = checks {
+                    Spi::run_with_args("SELECT count(*) FROM synthetic_monitoring._record_checks($1::jsonb)", &[rows.into()])?;
+                }
+                if let Some(rows) = deliveries {
+                    Spi::run_with_args(
+                        "SELECT synthetic_monitoring._complete_deliveries($1::jsonb, $2, $3)",
+                        &[rows.into(), max_attempts.into(), retry_base_ms.into()],
+                    )?;
+                }
+                Ok(Some(()))
             });
+        }
+    }
+
+    /// Claims due alert notifications and starts their delivery. Returns how
+    /// long the loop may sleep before the next one is due.
+    fn start_due_deliveries(&mut self) -> Duration {
+        let poll = Duration::from_millis(gucs::POLL_INTERVAL_MS.get() as u64);
+        let (Some(settings), Some(context)) = (self.alert_settings.clone(), self.context.clone()) else { return poll };
+        let limit = DELIVERIES_IN_FLIGHT_MAX.saturating_sub(self.deliveries_in_flight);
+        if limit == 0 {
+            return poll;
+        }
+        let (claimed, seconds_to_next) = transaction(|| {
+            let claimed = Spi::connect_mut(|client| {
+                let rows = client.update("SELECT d FROM synthetic_monitoring._claim_deliveries($1) AS d", None, &[(limit as i32).into()])?;
+                Ok::<_, pgrx::spi::Error>(rows.filter_map(|row| row.get::<pgrx::JsonB>(1).ok().flatten()).map(|pgrx::JsonB(v)| v).collect::<Vec<_>>())
+            })?;
+            let next = if claimed.len() < limit {
+                Spi::get_one::<f64>("SELECT synthetic_monitoring._seconds_to_next_delivery()")?
+            } else {
+                Some(0.0)
+            };
+            Ok(Some((claimed, next)))
+        })
+        .unwrap_or_default();
+        for row in claimed {
+            self.deliveries_in_flight += 1;
+            let outcome_of_unreadable = |error: serde_json::Error, row: &serde_json::Value| DeliveryOutcome {
+                id: row["id"].as_i64().unwrap_or_default(),
+                delivered: false,
+                permanent: true,
+                error: Some(format!("unreadable outbox row: {error}")),
+                retry_after_s: None,
+            };
+            match serde_json::from_value::<Delivery>(row.clone()) {
+                Ok(delivery) => {
+                    let (settings, context) = (Arc::clone(&settings), context.clone());
+                    self.spawn_task(async move { Finished::Delivery(alerts::deliver(&delivery, &settings, &context).await) });
+                }
+                Err(error) => {
+                    let _ = self.results_sender.send(Finished::Delivery(outcome_of_unreadable(error, &row)));
+                }
+            }
+        }
+        match seconds_to_next {
+            Some(seconds) => poll.min(Duration::from_secs_f64(seconds.max(0.0))),
+            None => poll,
         }
     }
 
@@ -218,23 +311,48 @@ impl Worker {
         let monitor_id = job["monitor_id"].as_str().unwrap_or_default().to_string();
         let result = CheckResult::internal(monitor_id, job["scheduled_at"].as_f64(), format!("unreadable job: {error}"), "scheduled", &self.region);
         self.in_flight += 1;
-        let _ = self.results_sender.send(result);
+        let _ = self.results_sender.send(Finished::Check(result));
     }
 
     fn spawn(&mut self, job: Job, context: &CheckContext, max_body_bytes: usize) {
         self.in_flight += 1;
         let context = context.clone();
+        let region = self.region.clone();
+        self.spawn_task(async move { Finished::Check(job.run(&context, "scheduled", &region, max_body_bytes).await) });
+    }
+
+    /// Runs `task` on the runtime; its result goes back over the channel and
+    /// wakes the main loop.
+    fn spawn_task(&self, task: impl std::future::Future<Output = Finished> + Send + 'static) {
         let sender = self.results_sender.clone();
         let waker = Arc::clone(&self.wake_writer);
-        let region = self.region.clone();
         self.runtime.spawn(async move {
-            let result = job.run(&context, "scheduled", &region, max_body_bytes).await;
             // The receiver lives as long as the runtime; a send cannot fail while it runs.
-            let _ = sender.send(result);
+            let _ = sender.send(task.await);
             // A full socket buffer already guarantees a wake-up.
             let _ = (&*waker).write(&[1]);
         });
     }
+}
+
+fn alert_settings() -> Result<AlertSettings, String> {
+    Ok(AlertSettings {
+        smtp_host: gucs::text_or_empty(&gucs::SMTP_HOST),
+        smtp_port: gucs::SMTP_PORT.get().clamp(1, 65535) as u16,
+        smtp_tls: AlertSettings::parse_tls(&gucs::text_or_empty(&gucs::SMTP_TLS))?,
+        smtp_user: gucs::text_or_empty(&gucs::SMTP_USER),
+        smtp_password: gucs::secret(&gucs::SMTP_PASSWORD, &gucs::SMTP_PASSWORD_FILE, "synthetic_monitoring.smtp_password_file")?,
+        smtp_from: gucs::text_or_empty(&gucs::SMTP_FROM),
+        site_url: gucs::text_or_empty(&gucs::SITE_URL),
+        slack_api_url: gucs::text_or_empty(&gucs::SLACK_API_URL),
+        slack_bot_token: gucs::secret(&gucs::SLACK_BOT_TOKEN, &gucs::SLACK_BOT_TOKEN_FILE, "synthetic_monitoring.slack_bot_token_file")?,
+        webhook_signing_secret: gucs::secret(
+            &gucs::WEBHOOK_SIGNING_SECRET,
+            &gucs::WEBHOOK_SIGNING_SECRET_FILE,
+            "synthetic_monitoring.webhook_signing_secret_file",
+        )?,
+        timeout: Duration::from_millis(gucs::clamp_positive(gucs::ALERT_TIMEOUT_MS.get()) as u64),
+    })
 }
 
 /// Runs `body` in its own transaction; an SPI error aborts the worker (it is

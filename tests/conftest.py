@@ -82,11 +82,13 @@ class Cluster:
     def reset(self, name):
         self.rows(f"ALTER SYSTEM RESET {name}")
         default = self.one("SELECT boot_val FROM pg_settings WHERE name = %s", (name,))
-        self._reload_and_wait(name, default)
+        self._reload_and_wait(name, default or "")  # hidden settings (secrets) default to empty
 
     def _reload_and_wait(self, name, value):
         self.rows("SELECT pg_reload_conf()")
-        wait_for(lambda: self.one("SELECT current_setting(%s)", (name,)) == value, 5, 0.02, f"{name} = {value}")
+        # pg_settings gives the value without its unit; hidden settings only show in current_setting.
+        current = "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = %s), current_setting(%s))"
+        wait_for(lambda: self.one(current, (name, name)) == value, 5, 0.02, f"{name} = {value}")
         time.sleep(0.2)  # the worker reloads on the same signal
 
     def worker(self):

@@ -44,6 +44,9 @@ class Handler(BaseHTTPRequestHandler):
         self.server.hits[path] += 1
         if path == "/ok":
             self._send(200, b"<html><body>All systems operational</body></html>", [("Content-Type", "text/html")])
+        elif path == "/switch":
+            # Answers whatever the test last set: a site that goes down and up.
+            self._send(self.server.switch_status, b"switch")
         elif path == "/error":
             self._send(500, b"Internal Server Error")
         elif path.startswith("/slow/"):
@@ -88,6 +91,7 @@ class Targets:
         self.server.huge_bytes_sent = 0
         self.server.hanging = threading.Event()
         self.server.last_post = None
+        self.server.switch_status = 200
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
