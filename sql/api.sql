@@ -175,7 +175,9 @@ BEGIN
     RETURN true;
 END $$;
 
-CREATE FUNCTION pause_monitor(team_id bigint, id uuid, acting_user text DEFAULT NULL)
+-- Pausing and resuming: idempotent; an actual change is tracked, and a resume
+-- wakes the worker at commit so the monitor is checked promptly.
+CREATE FUNCTION _set_paused(team_id bigint, id uuid, pause boolean, acting_user text)
 RETURNS monitors
 LANGUAGE plpgsql
 SET search_path = synthetic_monitoring, pg_catalog, pg_temp
@@ -185,38 +187,35 @@ DECLARE
 BEGIN
     PERFORM _check_acting_user(acting_user);
     existing := _lock_monitor(team_id, id);
-    IF NOT existing.enabled THEN
+    IF existing.enabled = NOT pause THEN
         RETURN existing;
     END IF;
     UPDATE monitors m
-    SET enabled = false, state = 'disabled', next_check_at = NULL, updated_at = now()
+    SET enabled = NOT pause,
+        state = CASE WHEN pause THEN 'disabled' ELSE 'pending' END,
+        next_check_at = CASE WHEN pause THEN NULL ELSE now() END,
+        updated_at = now()
     WHERE m.id = existing.id
     RETURNING m.* INTO existing;
-    PERFORM _track_user_action('synthetic monitor paused', acting_user, existing);
+    PERFORM _track_user_action(CASE WHEN pause THEN 'synthetic monitor paused' ELSE 'synthetic monitor resumed' END,
+                               acting_user, existing);
+    IF NOT pause THEN
+        PERFORM _wake_worker_at_commit();
+    END IF;
     RETURN existing;
 END $$;
 
+CREATE FUNCTION pause_monitor(team_id bigint, id uuid, acting_user text DEFAULT NULL)
+RETURNS monitors
+LANGUAGE sql
+SET search_path = synthetic_monitoring, pg_catalog, pg_temp
+AS $$ SELECT _set_paused(team_id, id, true, acting_user) $$;
+
 CREATE FUNCTION resume_monitor(team_id bigint, id uuid, acting_user text DEFAULT NULL)
 RETURNS monitors
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = synthetic_monitoring, pg_catalog, pg_temp
-AS $$
-DECLARE
-    existing monitors;
-BEGIN
-    PERFORM _check_acting_user(acting_user);
-    existing := _lock_monitor(team_id, id);
-    IF existing.enabled THEN
-        RETURN existing;
-    END IF;
-    UPDATE monitors m
-    SET enabled = true, state = 'pending', next_check_at = now(), updated_at = now()
-    WHERE m.id = existing.id
-    RETURNING m.* INTO existing;
-    PERFORM _track_user_action('synthetic monitor resumed', acting_user, existing);
-    PERFORM _wake_worker_at_commit();
-    RETURN existing;
-END $$;
+AS $$ SELECT _set_paused(team_id, id, false, acting_user) $$;
 
 CREATE FUNCTION get_monitor(team_id bigint, id uuid, recent_checks integer DEFAULT 10)
 RETURNS jsonb

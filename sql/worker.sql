@@ -153,8 +153,8 @@ AS $$
         FROM r JOIN updated u ON u.id = r.monitor_id
         RETURNING *
     ), events_written AS (
-        INSERT INTO events (event, distinct_id, team_id, "timestamp", properties)
-        SELECT 'synthetic_http_check', 'monitor_' || u.id, u.team_id, i.started_at,
+        INSERT INTO events (uuid, event, distinct_id, team_id, "timestamp", properties)
+        SELECT _uuid_v7(i.started_at), 'synthetic_http_check', 'monitor_' || u.id, u.team_id, i.started_at,
                jsonb_build_object(
                    'monitor_id', u.id, 'monitor_name', u.name, 'monitor_type', u.monitor_type,
                    'url', _redact_url(u.url), 'region', i.region, 'success', i.success,

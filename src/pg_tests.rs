@@ -1215,4 +1215,21 @@ mod tests {
         let listed = count("SELECT count(*) FROM pg_settings WHERE name IN ('synthetic_monitoring.smtp_password', 'synthetic_monitoring.slack_bot_token', 'synthetic_monitoring.webhook_signing_secret')");
         assert_eq!(listed, 0);
     }
+
+    #[pg_test]
+    fn event_ids_are_time_ordered_version_7() {
+        let ordered = Spi::get_one::<bool>(
+            "SELECT bool_and(a < b) FROM (
+                 SELECT synthetic_monitoring._uuid_v7(now() + make_interval(secs => g)) AS a,
+                        synthetic_monitoring._uuid_v7(now() + make_interval(secs => g + 1)) AS b
+                 FROM generate_series(1, 200) g) t",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(ordered);
+        let id = Spi::get_one::<String>("SELECT synthetic_monitoring._uuid_v7('2026-01-01 00:00:00+00')::text").unwrap().unwrap();
+        assert_eq!(&id[..13], "019b76da-a800", "48-bit millisecond timestamp prefix: {id}");
+        assert_eq!(&id[14..15], "7", "version 7: {id}");
+        assert!("89ab".contains(&id[19..20]), "RFC 4122 variant: {id}");
+    }
 }

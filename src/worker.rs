@@ -97,18 +97,7 @@ impl Worker {
             return;
         }
         self.reload_settings();
-        let region = self.region.clone();
-        let (checks, deliveries) = transaction(|| {
-            let checks = Spi::get_one_with_args::<i32>("SELECT synthetic_monitoring._recover_interrupted_checks($1)", &[region.into()])?;
-            let deliveries = Spi::get_one::<i32>("SELECT synthetic_monitoring._recover_deliveries()")?;
-            Ok(Some((checks.unwrap_or(0), deliveries.unwrap_or(0))))
-        })
-        .unwrap_or_default();
-        log!(
-            "synthetic_monitoring worker started in region \"{}\" ({checks} interrupted checks rescheduled, {deliveries} interrupted alert deliveries requeued)",
-            self.region
-        );
-
+        self.recover_interrupted_work();
         let mut sleep = Duration::ZERO;
         while self.wait(sleep) {
             self.record_finished();
@@ -117,6 +106,26 @@ impl Worker {
         }
         // Checks still running are abandoned; start-up recovery reschedules their slots.
         log!("synthetic_monitoring worker stopping with {} checks in flight", self.in_flight);
+    }
+
+    /// pg_cron-style start-up recovery: checks and alert deliveries that a
+    /// previous worker claimed but never recorded are made due again.
+    fn recover_interrupted_work(&mut self) {
+        let region = self.region.clone();
+        let (checks, deliveries) = transaction(|| {
+            let checks = Spi::get_one_with_args::<i32>(
+                "SELECT synthetic_monitoring._recover_interrupted_checks($1)",
+                &[region.into()],
+            )?;
+            let deliveries = Spi::get_one::<i32>("SELECT synthetic_monitoring._recover_deliveries()")?;
+            Ok(Some((checks.unwrap_or(0), deliveries.unwrap_or(0))))
+        })
+        .unwrap_or_default();
+        log!(
+            "synthetic_monitoring worker started in region \"{}\" ({checks} interrupted checks rescheduled, \
+             {deliveries} interrupted alert deliveries requeued)",
+            self.region
+        );
     }
 
     /// Sleeps until `timeout`, a latch set (commit of queued work, signals) or a
