@@ -43,7 +43,9 @@ pub extern "C-unwind" fn synthetic_monitoring_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
     status::worker_started();
-    Worker::new().run();
+    let mut worker = Worker::new();
+    worker.run();
+    worker.shutdown();
     status::worker_stopped();
     // Exit code 1 asks the postmaster to restart us: after pg_terminate_backend
     // the worker must come back. During shutdown nothing is restarted anyway.
@@ -104,8 +106,13 @@ impl Worker {
             sleep = self.start_due_checks().min(self.start_due_deliveries());
             status::publish(self.in_flight, self.checks_done);
         }
-        // Checks still running are abandoned; start-up recovery reschedules their slots.
         log!("synthetic_monitoring worker stopping with {} checks in flight", self.in_flight);
+    }
+
+    /// Stops at once: running checks are dropped (start-up recovery reschedules
+    /// their slots) and nobody waits for a DNS lookup still in progress.
+    fn shutdown(self) {
+        self.runtime.shutdown_background();
     }
 
     /// pg_cron-style start-up recovery: checks and alert deliveries that a
