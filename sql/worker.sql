@@ -7,9 +7,9 @@
 -- that is S + interval (no drift); after downtime, an overdue monitor runs
 -- once and then rejoins its phase (no catch-up storm).
 
+-- No SET clause: built-ins only, and it stays inlinable on the claim's hot path.
 CREATE FUNCTION _next_slot(id uuid, frequency_minutes integer, after timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = synthetic_monitoring, pg_catalog, pg_temp
 AS $$
     WITH p AS (
         SELECT frequency_minutes * 60000::bigint AS interval_ms,
