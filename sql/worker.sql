@@ -7,18 +7,27 @@
 -- that is S + interval (no drift); after downtime, an overdue monitor runs
 -- once and then rejoins its phase (no catch-up storm).
 
--- No SET clause: built-ins only, and it stays inlinable on the claim's hot path.
+-- These three stay inlinable (no SET clause, one expression, built-ins only):
+-- they run for every claimed monitor.
+
+-- A monitor's fixed offset within its interval, from its id.
+CREATE FUNCTION _slot_phase_ms(id uuid, interval_ms bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT ((hashtextextended(id::text, 0) % interval_ms) + interval_ms) % interval_ms $$;
+
+-- The first time after `after` that is phase_ms past a multiple of interval_ms.
+CREATE FUNCTION _next_aligned(after timestamptz, interval_ms bigint, phase_ms bigint) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT to_timestamp(((floor(((extract(epoch FROM after) * 1000)::numeric - phase_ms) / interval_ms) + 1)
+                         * interval_ms + phase_ms) / 1000.0)
+$$;
+
+-- The monitor's next slot after `after`.
 CREATE FUNCTION _next_slot(id uuid, frequency_minutes integer, after timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    WITH p AS (
-        SELECT frequency_minutes * 60000::bigint AS interval_ms,
-               ((hashtextextended(id::text, 0) % (frequency_minutes * 60000::bigint)) + frequency_minutes * 60000::bigint)
-                   % (frequency_minutes * 60000::bigint) AS phase_ms,
-               (extract(epoch FROM after) * 1000)::numeric AS after_ms
-    )
-    SELECT to_timestamp(((floor((after_ms - phase_ms) / interval_ms) + 1) * interval_ms + phase_ms) / 1000.0)
-    FROM p
+    SELECT _next_aligned(after, frequency_minutes * 60000::bigint, _slot_phase_ms(id, frequency_minutes * 60000::bigint))
 $$;
 
 -- Claims up to max_checks due monitors of the region in one statement and
