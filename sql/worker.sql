@@ -27,7 +27,8 @@ $$;
 CREATE FUNCTION _next_slot(id uuid, frequency_minutes integer, after timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT _next_aligned(after, frequency_minutes * 60000::bigint, _slot_phase_ms(id, frequency_minutes * 60000::bigint))
+    SELECT synthetic_monitoring._next_aligned(after, frequency_minutes * 60000::bigint,
+                                              synthetic_monitoring._slot_phase_ms(id, frequency_minutes * 60000::bigint))
 $$;
 
 -- Claims up to max_checks due monitors of the region in one statement and
