@@ -69,11 +69,16 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" -e "$NGINX_DIR/logs/error.log"
+if [ -s "$PGDATA_DIR/PG_VERSION" ]; then
+    echo "run: reusing the cluster in $PGDATA_DIR (its monitors and settings are kept; delete $RUN_DIR for a fresh start)"
+fi
 scripts/cluster.sh start "$PGDATA_DIR" "$PORT" \
     "synthetic_monitoring.allowed_networks = '127.0.0.0/8, ::1/128'"
 
 PSQL=(psql -h "$PGDATA_DIR" -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -c "CREATE EXTENSION IF NOT EXISTS synthetic_monitoring" 2>&1 | grep -v "^WARNING\|^HINT" || true
+"${PSQL[@]}" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS synthetic_monitoring"
+# Stream only what this run checks.
+last_id=$("${PSQL[@]}" -At -c "SELECT coalesce(max(id), 0) FROM synthetic_monitoring.checks")
 
 # One monitor per target, created once (a second run reuses them).
 add_monitor() { # name url [extra spec json]
@@ -92,15 +97,14 @@ for url in "$@"; do add_monitor "$url" "$url"; done
 
 cat <<EOF
 
-synthetic_monitoring is running. In another terminal:
+synthetic_monitoring is running; its monitors belong to team 1. In another terminal:
     psql -h $PGDATA_DIR -p $PORT -U postgres
     SELECT * FROM synthetic_monitoring.list_monitors(1);
     SELECT * FROM synthetic_monitoring.worker_status();
-Streaming check results (one line per check; Ctrl-C stops everything):
+Streaming check results as they are recorded (finish time, monitor, result; Ctrl-C stops everything):
 
 EOF
 
-last_id=0
 started=$SECONDS
 while [ -z "${SM_RUN_SECONDS:-}" ] || (( SECONDS - started < SM_RUN_SECONDS )); do
     while IFS='|' read -r id line; do
@@ -109,8 +113,8 @@ while [ -z "${SM_RUN_SECONDS:-}" ] || (( SECONDS - started < SM_RUN_SECONDS )); 
         echo "$line"
     done < <("${PSQL[@]}" -At -F'|' -v last="$last_id" <<'SQL'
 SELECT c.id,
-       to_char(c.started_at, 'HH24:MI:SS') || '  ' ||
-       rpad(left(m.name, 28), 28) || '  ' ||
+       to_char(c.finished_at, 'HH24:MI:SS') || '  ' ||
+       rpad(left(m.name || CASE WHEN m.team_id <> 1 THEN ' [team ' || m.team_id || ']' ELSE '' END, 36), 36) || '  ' ||
        CASE WHEN c.success THEN 'UP  ' ELSE 'DOWN' END || '  ' ||
        lpad(coalesce(c.status_code::text, '-'), 3) || '  ' ||
        lpad(to_char(c.total_ms, 'FM99990.0'), 8) || ' ms  ' ||

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building and testing the extension needs on Debian 12, once:
+# Installs what building and running the extension needs on Debian 12, once:
 # PostgreSQL 15 and its headers, clang for bindgen, nginx for local targets,
-# cargo-pgrx 0.18.1, and a Python virtualenv for the integration tests.
-# Safe to run again: every step is skipped when already done.
+# cargo-pgrx 0.18.1; with --tests also a Python virtualenv (.venv) for the
+# integration tests. Safe to run again: every step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
 fi
 
-if [ ! -x .venv/bin/pytest ]; then
+if [ "${1:-}" = "--tests" ] && [ ! -x .venv/bin/pytest ]; then
     echo "setup: creating .venv for the integration tests"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt

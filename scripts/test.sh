@@ -7,7 +7,7 @@
 # Installs what is missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 export PATH="$HOME/.cargo/bin:$PATH"
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 

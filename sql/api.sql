@@ -80,7 +80,7 @@ DECLARE
 BEGIN
     PERFORM _check_team(team_id);
     PERFORM _check_acting_user(acting_user);
-    normalized := _normalize_monitor_spec(NULL, spec);
+    normalized := _normalize_monitor_spec(NULL, spec::text);
     INSERT INTO monitors
     SELECT (jsonb_populate_record(NULL::monitors, normalized || jsonb_build_object(
         'id', gen_random_uuid(),
@@ -115,8 +115,8 @@ DECLARE
 BEGIN
     PERFORM _check_acting_user(acting_user);
     existing := _lock_monitor(team_id, id);
-    new_spec := _normalize_monitor_spec(to_jsonb(existing), patch);
-    old_spec := _normalize_monitor_spec(to_jsonb(existing), '{}');
+    new_spec := _normalize_monitor_spec(to_jsonb(existing), patch::text);
+    old_spec := _normalize_monitor_spec(to_jsonb(existing), '{}'::text);
     SELECT coalesce(array_agg(key ORDER BY key), '{}') INTO changed
     FROM jsonb_each(new_spec) AS n(key, value)
     WHERE n.value IS DISTINCT FROM old_spec->n.key;

@@ -9,7 +9,7 @@ CREATE TABLE monitors (
     id                        uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     team_id                   bigint      NOT NULL CHECK (team_id > 0),
     name                      text        NOT NULL
-        CHECK (char_length(name) BETWEEN 1 AND 400 AND btrim(name) <> ''),
+        CHECK (char_length(name) BETWEEN 1 AND 400 AND name ~ '[^[:space:]]'),
     monitor_type              text        NOT NULL DEFAULT 'http'
         CHECK (monitor_type IN ('http', 'web_performance')),
     url                       text        NOT NULL
@@ -18,7 +18,8 @@ CREATE TABLE monitors (
         CHECK (method IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE')),
     headers                   jsonb       NOT NULL DEFAULT '{}'
         CHECK (jsonb_typeof(headers) = 'object'
-               AND NOT jsonb_path_exists(headers, '$.* ? (@.type() != "string")')),
+               AND NOT jsonb_path_exists(headers, '$.* ? (@.type() != "string" || @ like_regex "[\\r\\n]")')
+               AND NOT jsonb_path_exists(headers, '$.keyvalue() ? (@.key like_regex "^(connection|content-length|transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade)$" flag "i" || !(@.key like_regex "^[!#$%&''*+.^_`|~0-9A-Za-z-]+$"))')),
     body                      text
         CHECK (octet_length(body) <= 65536),
     expected_status_codes     text[]      NOT NULL DEFAULT '{2xx}'
@@ -82,6 +83,11 @@ CREATE TABLE monitors (
         CHECK (enabled OR next_check_at IS NULL),
     CONSTRAINT monitors_enabled_scheduled
         CHECK (NOT enabled OR next_check_at IS NOT NULL),
+    CONSTRAINT monitors_finite_schedule
+        CHECK (isfinite(next_check_at) AND isfinite(in_flight_slot)),
+    -- Lets checks and outbox rows reference (id, team_id), so they can never be
+    -- attributed to another team than their monitor's.
+    CONSTRAINT monitors_id_team_key UNIQUE (id, team_id),
     CONSTRAINT monitors_web_performance_is_get
         CHECK (monitor_type = 'http' OR (method = 'GET' AND body IS NULL)),
     CONSTRAINT monitors_no_body_for_head
@@ -119,7 +125,7 @@ COMMENT ON COLUMN monitors.created_by IS 'The acting user passed to create_monit
 
 CREATE TABLE checks (
     id                    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    monitor_id            uuid        NOT NULL REFERENCES monitors (id) ON DELETE CASCADE,
+    monitor_id            uuid        NOT NULL,
     team_id               bigint      NOT NULL CHECK (team_id > 0),
     region                text        NOT NULL CHECK (region ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
     trigger               text        NOT NULL
@@ -129,13 +135,13 @@ CREATE TABLE checks (
     finished_at           timestamptz NOT NULL,
     success               boolean     NOT NULL,
     status_code           integer     CHECK (status_code BETWEEN 100 AND 599),
-    response_time_ms      double precision CHECK (response_time_ms >= 0),
-    dns_ms                double precision CHECK (dns_ms >= 0),
-    connect_ms            double precision CHECK (connect_ms >= 0),
-    tls_ms                double precision CHECK (tls_ms >= 0),
-    ttfb_ms               double precision CHECK (ttfb_ms >= 0),
-    download_ms           double precision CHECK (download_ms >= 0),
-    total_ms              double precision CHECK (total_ms >= 0),
+    response_time_ms      double precision CHECK (response_time_ms BETWEEN 0 AND 86400000),
+    dns_ms                double precision CHECK (dns_ms BETWEEN 0 AND 86400000),
+    connect_ms            double precision CHECK (connect_ms BETWEEN 0 AND 86400000),
+    tls_ms                double precision CHECK (tls_ms BETWEEN 0 AND 86400000),
+    ttfb_ms               double precision CHECK (ttfb_ms BETWEEN 0 AND 86400000),
+    download_ms           double precision CHECK (download_ms BETWEEN 0 AND 86400000),
+    total_ms              double precision CHECK (total_ms BETWEEN 0 AND 86400000),
     bytes_read            bigint      CHECK (bytes_read >= 0),
     body_truncated        boolean     NOT NULL DEFAULT false,
     redirects             integer     CHECK (redirects >= 0),
@@ -149,12 +155,14 @@ CREATE TABLE checks (
     accessibility_score   integer     CHECK (accessibility_score BETWEEN 0 AND 100),
     best_practices_score  integer     CHECK (best_practices_score BETWEEN 0 AND 100),
     seo_score             integer     CHECK (seo_score BETWEEN 0 AND 100),
-    lcp_ms                double precision CHECK (lcp_ms >= 0),
-    inp_ms                double precision CHECK (inp_ms >= 0),
-    cls                   double precision CHECK (cls >= 0),
-    fcp_ms                double precision CHECK (fcp_ms >= 0),
-    ttfb_web_ms           double precision CHECK (ttfb_web_ms >= 0),
+    lcp_ms                double precision CHECK (lcp_ms BETWEEN 0 AND 86400000),
+    inp_ms                double precision CHECK (inp_ms BETWEEN 0 AND 86400000),
+    cls                   double precision CHECK (cls BETWEEN 0 AND 1000),
+    fcp_ms                double precision CHECK (fcp_ms BETWEEN 0 AND 86400000),
+    ttfb_web_ms           double precision CHECK (ttfb_web_ms BETWEEN 0 AND 86400000),
 
+    CONSTRAINT checks_monitor_fkey FOREIGN KEY (monitor_id, team_id)
+        REFERENCES monitors (id, team_id) ON DELETE CASCADE,
     CONSTRAINT checks_finished_after_start CHECK (finished_at >= started_at),
     CONSTRAINT checks_failure_has_class CHECK (success = (error_class IS NULL))
 );
@@ -207,7 +215,7 @@ COMMENT ON TABLE events IS
 CREATE TABLE outbox (
     id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     team_id           bigint      NOT NULL CHECK (team_id > 0),
-    monitor_id        uuid        REFERENCES monitors (id) ON DELETE SET NULL,
+    monitor_id        uuid,
     kind              text        NOT NULL CHECK (kind IN ('failure', 'reminder', 'recovery')),
     channel           text        NOT NULL CHECK (channel IN ('email', 'slack', 'webhook')),
     destination       text        NOT NULL CHECK (char_length(destination) BETWEEN 1 AND 2048),
@@ -221,7 +229,13 @@ CREATE TABLE outbox (
     created_at        timestamptz NOT NULL DEFAULT now(),
     claimed_at        timestamptz,
     delivered_at      timestamptz,
-    CONSTRAINT outbox_delivered_has_time CHECK ((state = 'delivered') = (delivered_at IS NOT NULL))
+    CONSTRAINT outbox_monitor_fkey FOREIGN KEY (monitor_id, team_id)
+        REFERENCES monitors (id, team_id) ON DELETE SET NULL (monitor_id),
+    CONSTRAINT outbox_delivered_has_time CHECK ((state = 'delivered') = (delivered_at IS NOT NULL)),
+    CONSTRAINT outbox_destination_fits_channel CHECK (CASE channel
+        WHEN 'email' THEN destination ~ '^[^@[:space:][:cntrl:]<>,]+@[^@[:space:][:cntrl:]<>,]+\.[^@[:space:][:cntrl:]<>,]+$'
+        WHEN 'webhook' THEN destination ~ '^https?://[^/?#[:space:]]+(/[^[:space:]]*)?$'
+        ELSE destination ~ '^(https?://[^/?#[:space:]]+(/[^[:space:]]*)?|#?[A-Za-z0-9._-]{1,80})$' END)
 );
 
 -- The dispatcher's claim: due pending rows.

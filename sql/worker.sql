@@ -291,7 +291,8 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT o.id, o.monitor_id, o.kind, o.channel,
-           CASE WHEN o.destination ~ '^https?://' THEN regexp_replace(o.destination, '^(https?://[^/?#]+).*$', '\1/***')
+           CASE WHEN o.destination ~ '^https?://'
+                THEN regexp_replace(o.destination, '^(https?://)([^/?#@]*@)?([^/?#@]+).*$', '\1\3/***')
                 ELSE o.destination END,
            o.state, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, o.idempotency_key
     FROM outbox o
@@ -355,6 +356,10 @@ BEGIN
         'body_must_not_contain', target.body_must_not_contain,
         'max_response_time_ms', target.max_response_time_ms));
     SELECT * INTO recorded FROM _record_checks(jsonb_build_array(result));
+    IF recorded.id IS NULL THEN
+        -- Deleted by another session while its check ran.
+        PERFORM _monitor_not_found(team_id, id);
+    END IF;
     IF EXISTS (SELECT 1 FROM outbox o WHERE o.monitor_id = target.id AND o.state = 'pending' AND o.created_at = now()) THEN
         PERFORM _wake_worker_at_commit();  -- deliver the alert it queued
     END IF;
@@ -364,12 +369,13 @@ END $$;
 -- Health of the worker, from shared memory, plus the schedule's lag.
 CREATE FUNCTION worker_status(
     OUT running boolean, OUT pid integer, OUT started_at timestamptz, OUT last_loop_at timestamptz,
-    OUT region text, OUT checks_in_flight bigint, OUT checks_done bigint, OUT oldest_overdue_seconds double precision)
+    OUT region text, OUT scheduling_enabled boolean, OUT checks_in_flight bigint, OUT checks_done bigint,
+    OUT oldest_overdue_seconds double precision)
 LANGUAGE sql STABLE
 SET search_path = synthetic_monitoring, pg_catalog, pg_temp
 AS $$
     SELECT s.running, s.pid, s.started_at, s.last_loop_at, current_setting('synthetic_monitoring.region'),
-           s.checks_in_flight, s.checks_done,
+           current_setting('synthetic_monitoring.worker_enabled')::boolean, s.checks_in_flight, s.checks_done,
            (SELECT extract(epoch FROM now() - min(m.next_check_at))::double precision
             FROM monitors m
             WHERE m.enabled AND m.in_flight_slot IS NULL AND m.monitor_type = 'http'
@@ -385,7 +391,7 @@ COMMENT ON FUNCTION retry_alert(bigint, bigint) IS
 COMMENT ON FUNCTION test_monitor(bigint, uuid) IS
     'Runs the monitor''s HTTP check now in the calling session (bounded by its timeout), records it with trigger manual (check row, state, event) and returns the check row. Works with or without the worker.';
 COMMENT ON FUNCTION worker_status() IS
-    'Health of the background worker: whether it runs, its pid, start and last loop time, checks in flight and done since start, and how late the most overdue monitor of this region is (seconds, NULL when none is overdue).';
+    'Health of the background worker: whether it runs, its pid, start and last loop time, whether scheduled checks are switched on (worker_enabled), checks in flight and done since start, and how late the most overdue monitor of this region is (seconds, NULL when none is overdue).';
 
 DO $$
 BEGIN

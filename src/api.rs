@@ -7,14 +7,27 @@ use pgrx::{JsonB, PgLogLevel, PgSqlErrorCode};
 use serde_json::Value;
 
 /// Validates `patch` applied to `current` (NULL when creating) and returns the
-/// complete normalized spec; raises 22023 naming the field otherwise.
+/// complete normalized spec; raises 22023 naming the field otherwise. The patch
+/// arrives as text and is parsed here, so that JSON Postgres accepts but Rust
+/// cannot represent (numbers beyond f64, extreme nesting) is refused cleanly.
 #[pg_extern(stable, parallel_safe)]
-fn _normalize_monitor_spec(current: Option<JsonB>, patch: Option<JsonB>) -> JsonB {
+fn _normalize_monitor_spec(current: Option<JsonB>, patch: Option<&str>) -> JsonB {
     let current = match current.map(|JsonB(value)| value) {
         Some(Value::Object(map)) => Some(map),
         _ => None,
     };
-    let patch = patch.map(|JsonB(value)| value).unwrap_or(Value::Null);
+    let patch = match patch.map(serde_json::from_str::<Value>) {
+        None => Value::Null,
+        Some(Ok(value)) => value,
+        Some(Err(error)) => errors::raise_spec_error(
+            spec::SpecError {
+                field: "spec".into(),
+                message: format!("invalid spec: {}", error.to_string().split(" at line").next().unwrap_or_default()),
+                hint: "numbers must fit a 64-bit float and values may nest at most 100 levels deep".into(),
+            },
+            "_normalize_monitor_spec",
+        ),
+    };
     match spec::normalize(current.as_ref(), &patch, &gucs::region()) {
         Ok(normalized) => JsonB(Value::Object(normalized)),
         Err(error) => errors::raise_spec_error(error, "_normalize_monitor_spec"),

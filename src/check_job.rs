@@ -94,6 +94,7 @@ impl Job {
     }
 
     pub fn result(&self, outcome: CheckOutcome, started: SystemTime, trigger: &'static str, region: &str) -> CheckResult {
+        let outcome = within_table_rules(outcome);
         let started_epoch = epoch_seconds(started);
         // Finish = start + measured total, so the row's times agree with total_ms.
         let finished_epoch = started_epoch + outcome.timings.total_ms / 1000.0;
@@ -160,6 +161,28 @@ impl CheckResult {
     }
 }
 
+/// The longest a timing may be (a day, in ms); anything else is a clock fault.
+const TIMING_MAX_MS: f64 = 86_400_000.0;
+
+/// Whatever a target sends, the result must fit the `checks` table's rules: a
+/// row the table refuses would fail the whole batch it is recorded in.
+fn within_table_rules(mut outcome: CheckOutcome) -> CheckOutcome {
+    if let Some(code) = outcome.status_code.filter(|code| !(100..=599).contains(code)) {
+        outcome.status_code = None;
+        outcome.success = false;
+        outcome.error_class = Some(http_check::ErrorClass::HttpStatus);
+        outcome.error_message = Some(format!("the server answered with the invalid HTTP status code {code}"));
+    }
+    let t = &mut outcome.timings;
+    for value in [&mut t.dns_ms, &mut t.connect_ms, &mut t.tls_ms, &mut t.ttfb_ms, &mut t.download_ms, &mut t.total_ms] {
+        if !value.is_finite() || *value < 0.0 {
+            *value = 0.0;
+        }
+        *value = value.min(TIMING_MAX_MS);
+    }
+    outcome
+}
+
 fn truncate(message: String) -> String {
     if message.chars().count() <= ERROR_MESSAGE_MAX_CHARS {
         message
@@ -179,4 +202,43 @@ pub fn context(allowed_networks: &str) -> Result<CheckContext, String> {
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static TLS: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
     TLS.get_or_init(|| http_check::build_tls_config(None).map(Arc::new)).clone()
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use crate::http_check::{ErrorClass, Timings};
+
+    fn outcome(status: u16) -> CheckOutcome {
+        CheckOutcome {
+            success: true,
+            status_code: Some(status),
+            timings: Timings { dns_ms: f64::NAN, connect_ms: -1.0, tls_ms: 0.0, ttfb_ms: 1e12, download_ms: 1.0, total_ms: 2.0 },
+            bytes_read: 0,
+            body_truncated: false,
+            error_class: None,
+            error_message: None,
+            final_url: String::new(),
+            redirects: 0,
+            tls_cert_not_after: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn invalid_status_becomes_a_failed_check() {
+        let fixed = within_table_rules(outcome(600));
+        assert!(!fixed.success);
+        assert_eq!(fixed.status_code, None);
+        assert_eq!(fixed.error_class, Some(ErrorClass::HttpStatus));
+        assert_eq!(fixed.error_message.as_deref(), Some("the server answered with the invalid HTTP status code 600"));
+        let kept = within_table_rules(outcome(599));
+        assert!(kept.success && kept.status_code == Some(599));
+    }
+
+    #[test]
+    fn timings_are_finite_and_bounded() {
+        let t = within_table_rules(outcome(200)).timings;
+        assert_eq!((t.dns_ms, t.connect_ms, t.ttfb_ms, t.download_ms), (0.0, 0.0, TIMING_MAX_MS, 1.0));
+    }
 }

@@ -3,7 +3,8 @@
 //! and why it exists.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::{CStr, CString};
+use pgrx::{pg_guard, pg_sys};
+use std::ffi::{c_char, c_void, CStr, CString};
 
 /// `synthetic_monitoring.database` (text, default `postgres`): the database the
 /// worker connects to, the one where `CREATE EXTENSION synthetic_monitoring`
@@ -109,6 +110,71 @@ pub static ALERT_RETRY_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000)
 /// limit of one delivery attempt (SMTP session or HTTP request).
 pub static ALERT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+/// A text setting whose new values are validated when set (ALTER SYSTEM,
+/// SET, configuration reload): a bad value is refused with its reason instead
+/// of quietly stopping the worker.
+#[allow(clippy::too_many_arguments)]
+fn define_checked(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    context: GucContext,
+    flags: GucFlags,
+    check: pg_sys::GucStringCheckHook,
+) {
+    // SAFETY: the hooks are #[pg_guard]ed and only read their argument.
+    unsafe { GucRegistry::define_string_guc_with_hooks(name, short, long, setting, context, flags, check, None, None) }
+}
+
+/// Runs `validate` on a proposed value; a refusal becomes the setting error's detail.
+unsafe fn check_with(newval: *mut *mut c_char, validate: fn(&str) -> Result<(), String>) -> bool {
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() { String::new() } else { CStr::from_ptr(*newval).to_string_lossy().into_owned() }
+    };
+    match validate(&value) {
+        Ok(()) => true,
+        Err(reason) => {
+            let detail = CString::new(reason.replace('\0', " ")).unwrap_or_default();
+            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_region(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    unsafe {
+        check_with(newval, |value| {
+            if crate::spec::is_region_name(value) {
+                Ok(())
+            } else {
+                Err("A region name is 1 to 63 lower-case letters, digits and '-', starting with a letter or digit.".into())
+            }
+        })
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_allowed_networks(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    unsafe { check_with(newval, |value| crate::policy::AddressPolicy::parse_allowlist(value).map(|_| ())) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_smtp_tls(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    unsafe { check_with(newval, |value| crate::alerts::AlertSettings::parse_tls(value).map(|_| ())) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_http_url(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    unsafe {
+        check_with(newval, |value| match url::Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(()),
+            _ => Err("An absolute http:// or https:// URL is required.".into()),
+        })
+    }
+}
+
 fn define_text(name: &'static CStr, short: &'static CStr, setting: &'static GucSetting<Option<CString>>, secret: bool) {
     let flags = if secret { GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL } else { GucFlags::default() };
     GucRegistry::define_string_guc(name, short, c"", setting, GucContext::Sighup, flags);
@@ -126,12 +192,36 @@ fn define_alert_settings() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    define_text(c"synthetic_monitoring.smtp_tls", c"SMTP TLS mode: none, starttls or tls.", &SMTP_TLS, false);
+    define_checked(
+        c"synthetic_monitoring.smtp_tls",
+        c"SMTP TLS mode: none, starttls or tls.",
+        c"",
+        &SMTP_TLS,
+        GucContext::Sighup,
+        GucFlags::default(),
+        Some(check_smtp_tls),
+    );
     define_text(c"synthetic_monitoring.smtp_user", c"SMTP user name (empty: no authentication).", &SMTP_USER, false);
     define_text(c"synthetic_monitoring.smtp_password", c"SMTP password.", &SMTP_PASSWORD, true);
     define_text(c"synthetic_monitoring.smtp_from", c"From address of alert emails.", &SMTP_FROM, false);
-    define_text(c"synthetic_monitoring.site_url", c"Web app address for links in alerts.", &SITE_URL, false);
-    define_text(c"synthetic_monitoring.slack_api_url", c"Base URL of the Slack Web API.", &SLACK_API_URL, false);
+    define_checked(
+        c"synthetic_monitoring.site_url",
+        c"Web app address for links in alerts.",
+        c"",
+        &SITE_URL,
+        GucContext::Sighup,
+        GucFlags::default(),
+        Some(check_http_url),
+    );
+    define_checked(
+        c"synthetic_monitoring.slack_api_url",
+        c"Base URL of the Slack Web API.",
+        c"",
+        &SLACK_API_URL,
+        GucContext::Sighup,
+        GucFlags::default(),
+        Some(check_http_url),
+    );
     define_text(c"synthetic_monitoring.slack_bot_token", c"Slack bot token for chat.postMessage.", &SLACK_BOT_TOKEN, true);
     define_text(c"synthetic_monitoring.webhook_signing_secret", c"HMAC key for alert webhook signatures.", &WEBHOOK_SIGNING_SECRET, true);
     define_text(c"synthetic_monitoring.smtp_password_file", c"File holding the SMTP password.", &SMTP_PASSWORD_FILE, true);
@@ -172,13 +262,14 @@ pub fn define(preloading: bool) {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
+    define_checked(
         c"synthetic_monitoring.region",
         c"Region whose monitors this server's worker checks; default region of new monitors.",
         c"Lower-case letters, digits and '-'. A monitor is checked by every worker whose region is in its regions list.",
         &REGION,
         GucContext::Sighup,
         GucFlags::default(),
+        Some(check_region),
     );
     GucRegistry::define_int_guc(
         c"synthetic_monitoring.poll_interval_ms",
@@ -220,13 +311,14 @@ pub fn define(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_BYTE,
     );
-    GucRegistry::define_string_guc(
+    define_checked(
         c"synthetic_monitoring.allowed_networks",
         c"Internal networks (CIDRs) that checks may reach.",
         c"By default loopback, private, link-local and other internal addresses are refused. Example: '127.0.0.0/8, 10.1.0.0/16'.",
         &ALLOWED_NETWORKS,
         GucContext::Suset,
         GucFlags::default(),
+        Some(check_allowed_networks),
     );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"synthetic_monitoring".as_ptr()) };
 }

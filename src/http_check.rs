@@ -603,6 +603,16 @@ impl Hop {
                 format!("redirect to unsupported URL {}", redact_url(url.as_str())),
             ));
         }
+        // A Location the target made up is the target's fault, not the checker's.
+        if origin_form(&url).is_err() || host_header(&url).is_err() {
+            return Err(CheckError::new(
+                ErrorClass::Redirect,
+                format!(
+                    "redirect to an unusable Location ({} characters): not a valid request target",
+                    location.len()
+                ),
+            ));
+        }
         let becomes_get = (status == 303 && self.method != Method::HEAD)
             || (matches!(status, 301 | 302) && self.method == Method::POST);
         let mut headers = self.headers.clone();
@@ -612,8 +622,8 @@ impl Hop {
         } else {
             (self.method.clone(), self.body.clone())
         };
-        if !same_host(&self.url, &url) {
-            headers.retain(|(name, _)| !is_host_bound_header(name));
+        if !same_origin(&self.url, &url) {
+            headers.retain(|(name, _)| !is_origin_bound_header(name));
         }
         Ok(Hop {
             url,
@@ -624,13 +634,18 @@ impl Hop {
     }
 }
 
-fn same_host(a: &Url, b: &Url) -> bool {
-    a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+/// Same scheme, host and port: a redirect to another port or from https to
+/// http is another origin, and gets none of the credentials.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Headers that must not be sent to a different host after a redirect.
-fn is_host_bound_header(name: &HeaderName) -> bool {
-    name == AUTHORIZATION || name == PROXY_AUTHORIZATION || name == COOKIE || name == HOST
+/// Headers that must not follow a redirect to another origin: credentials,
+/// cookies, and anything whose name looks secret (X-Api-Key, X-Auth-Token, ...).
+fn is_origin_bound_header(name: &HeaderName) -> bool {
+    name == AUTHORIZATION || name == PROXY_AUTHORIZATION || name == COOKIE || name == HOST || is_secret_header(name.as_str())
 }
 
 /// Headers that control message framing, which this module owns.

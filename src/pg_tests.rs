@@ -1020,7 +1020,7 @@ mod tests {
             TEAM,
             json!({"name": name, "url": format!("https://{name}.example.com/"), "alert_threshold_failures": 3,
                    "alert_recipients": ["a@example.com", "b@example.com"], "slack_channel": "#ops",
-                   "webhook_url": "https://hooks.example.com/T1/secret-path"}),
+                   "webhook_url": "https://hook-user:hook-pass@hooks.example.com/T1/secret-path"}),
         ))
     }
 
@@ -1051,7 +1051,7 @@ mod tests {
         ));
         assert_eq!(
             destinations,
-            json!(["email:a@example.com", "email:b@example.com", "slack:#ops", "webhook:https://hooks.example.com/T1/secret-path"])
+            json!(["email:a@example.com", "email:b@example.com", "slack:#ops", "webhook:https://hook-user:hook-pass@hooks.example.com/T1/secret-path"])
         );
         let payload = value(&format!("SELECT payload FROM synthetic_monitoring.outbox WHERE monitor_id = '{id}' AND kind = 'failure' LIMIT 1"));
         assert_eq!(payload["consecutive_failures"], json!(3));
@@ -1231,5 +1231,73 @@ mod tests {
         assert_eq!(&id[..13], "019b76da-a800", "48-bit millisecond timestamp prefix: {id}");
         assert_eq!(&id[14..15], "7", "version 7: {id}");
         assert!("89ab".contains(&id[19..20]), "RFC 4122 variant: {id}");
+    }
+
+    #[pg_test]
+    fn json_beyond_what_rust_represents_is_refused_cleanly() {
+        let huge = assert_refused(
+            "SELECT synthetic_monitoring.create_monitor(1, '{\"name\": \"n\", \"url\": \"http://a.b\", \"timeout_ms\": 1e309}')",
+            "22023",
+            "spec",
+        );
+        assert!(huge["message"].as_str().unwrap().contains("number out of range"), "{huge}");
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let nested = assert_refused(
+            &format!("SELECT synthetic_monitoring.create_monitor(1, '{{\"name\": \"n\", \"url\": \"http://a.b\", \"regions\": {deep}}}')"),
+            "22023",
+            "spec",
+        );
+        assert!(nested["message"].as_str().unwrap().contains("recursion limit"), "{nested}");
+    }
+
+    #[pg_test]
+    fn rows_cannot_be_attributed_to_another_team() {
+        let id = id_of(&create_named("mine"));
+        let error = refusal(&format!(
+            "INSERT INTO synthetic_monitoring.checks (monitor_id, team_id, region, trigger, started_at, finished_at, success)
+             VALUES ('{id}', {OTHER_TEAM}, 'local', 'scheduled', now(), now(), true)"
+        ));
+        assert_eq!(error["sqlstate"], json!("23503"), "{error}");
+        let error = refusal(&format!(
+            "INSERT INTO synthetic_monitoring.outbox (team_id, monitor_id, kind, channel, destination, payload)
+             VALUES ({OTHER_TEAM}, '{id}', 'failure', 'email', 'a@example.com', '{{}}')"
+        ));
+        assert_eq!(error["sqlstate"], json!("23503"), "{error}");
+    }
+
+    #[pg_test]
+    fn more_direct_writes_are_refused() {
+        let id = id_of(&create_named("direct"));
+        let cases = [
+            direct_insert("headers", "'{\"Connection\": \"upgrade\"}'"),
+            direct_insert("headers", "'{\"X-A\": \"a\\r\\nX-B: b\"}'"),
+            direct_insert("headers", "'{\"Bad Name\": \"x\"}'"),
+            direct_insert("name", "E'\\t'"),
+            direct_insert("next_check_at", "'infinity'"),
+            format!(
+                "INSERT INTO synthetic_monitoring.checks (monitor_id, team_id, region, trigger, started_at, finished_at, success, dns_ms)
+                 VALUES ('{id}', 1, 'local', 'scheduled', now(), now(), true, 'NaN')"
+            ),
+            format!(
+                "INSERT INTO synthetic_monitoring.outbox (team_id, monitor_id, kind, channel, destination, payload)
+                 VALUES (1, '{id}', 'failure', 'email', E'a@b.co\\r\\nBcc: evil@x.y', '{{}}')"
+            ),
+            format!(
+                "INSERT INTO synthetic_monitoring.outbox (team_id, monitor_id, kind, channel, destination, payload)
+                 VALUES (1, '{id}', 'failure', 'webhook', 'file:///etc/passwd', '{{}}')"
+            ),
+        ];
+        for statement in cases {
+            let error = refusal(&statement);
+            assert_eq!(error["sqlstate"], json!("23514"), "{statement}: {error}");
+        }
+    }
+
+    #[pg_test]
+    fn an_invalid_allowlist_is_refused_when_set() {
+        let error = refusal("SET synthetic_monitoring.allowed_networks = 'garbage'");
+        assert_eq!(error["sqlstate"], json!("22023"), "{error}");
+        assert!(error["message"].as_str().unwrap().contains("synthetic_monitoring.allowed_networks"), "{error}");
+        Spi::run("SET LOCAL synthetic_monitoring.allowed_networks = '10.1.0.0/16, ::1'").unwrap();
     }
 }

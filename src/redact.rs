@@ -20,6 +20,10 @@ const SECRET_PARAM_WORDS: &[&str] = &[
     "session",
     "credential",
     "code",
+    "jwt",
+    "bearer",
+    "pass",
+    "sid",
 ];
 
 /// Header names that are always secret.
@@ -41,6 +45,18 @@ pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(parsed) => redact_parsed(parsed).unwrap_or_else(|| scrub_unparsed(url)),
         Err(_) => scrub_unparsed(url),
+    }
+}
+
+/// Only the origin of a URL (`scheme://host[:port]/***`): for destinations
+/// such as Slack webhooks, whose path is the secret.
+pub fn origin_only(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some() => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/{MASK}", parsed.scheme(), parsed.host_str().unwrap_or_default())
+        }
+        _ => MASK.to_string(),
     }
 }
 
@@ -235,5 +251,20 @@ mod tests {
         );
         assert_eq!(redact_text("ab cd", &["ab"]), "ab cd");
         assert_eq!(redact_text("nothing here", &[]), "nothing here");
+    }
+
+    #[test]
+    fn tokens_by_other_names_are_masked_too() {
+        assert_eq!(
+            redact_url("https://h.example/cb?jwt=eyJ.a.b&bearer=x1&passphrase=p&sid=42&page=2"),
+            "https://h.example/cb?jwt=***&bearer=***&passphrase=***&sid=***&page=2"
+        );
+    }
+
+    #[test]
+    fn origin_only_keeps_scheme_host_and_port() {
+        assert_eq!(origin_only("https://u:p@hooks.slack.com/services/T0/B0/SECRET"), "https://hooks.slack.com/***");
+        assert_eq!(origin_only("http://127.0.0.1:8080/x?token=1"), "http://127.0.0.1:8080/***");
+        assert_eq!(origin_only("not a url"), "***");
     }
 }

@@ -481,7 +481,8 @@ fn assertion_text(field: &str, value: &Value) -> Result<Value, SpecError> {
     Ok(value.clone())
 }
 
-fn is_region_name(name: &str) -> bool {
+/// Lower-case letters, digits and '-', 1 to 63 characters, not starting with '-'.
+pub fn is_region_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63

@@ -47,6 +47,12 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/switch":
             # Answers whatever the test last set: a site that goes down and up.
             self._send(self.server.switch_status, b"switch")
+        elif path == "/status600":
+            # Not a valid HTTP status; seen from broken proxies.
+            self.wfile.write(b"HTTP/1.1 600 Broken\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        elif path == "/record":
+            self.server.recorded.append({k.lower(): v for k, v in self.headers.items()})
+            self._send(200, b"recorded")
         elif path == "/error":
             self._send(500, b"Internal Server Error")
         elif path.startswith("/slow/"):
@@ -92,6 +98,7 @@ class Targets:
         self.server.hanging = threading.Event()
         self.server.last_post = None
         self.server.switch_status = 200
+        self.server.recorded = []
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -64,7 +64,7 @@ class RedirectToLoopback(BaseHTTPRequestHandler):
 @pytest.fixture
 def redirector(targets):
     server = QuietServer(("127.0.0.2", 0), RedirectToLoopback)
-    server.location = targets.url("/ok")
+    server.location = targets.url("/record")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.2:{server.server_address[1]}/"
@@ -109,11 +109,11 @@ def test_public_looking_name_resolving_to_loopback_is_refused(cluster, team, tar
 def test_redirect_from_an_allowed_target_into_loopback_is_refused(cluster, team, targets, redirector):
     mid = create(cluster, team, name="redirect-trap", url=redirector)
     with allowed_networks(cluster, "127.0.0.2/32"):
-        hits_before = targets.hits["/ok"]
+        hits_before = targets.hits["/record"]
         check = manual_check(cluster, team, mid)
     assert check["error_class"] == "blocked", check
     assert "127.0.0.1" in check["error_message"]
-    assert targets.hits["/ok"] == hits_before
+    assert targets.hits["/record"] == hits_before
     # With loopback allowed the same redirect is followed.
     followed = manual_check(cluster, team, mid)
     assert followed["success"] is True and followed["redirects"] == 1
@@ -186,3 +186,17 @@ def test_app_role_sees_only_the_api(cluster, team, targets):
             assert denied.value.sqlstate == "42501"
     finally:
         cluster.rows("DROP ROLE IF EXISTS django_app")
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_origin(cluster, team, targets, redirector):
+    # The redirector (127.0.0.2) sends the check on to 127.0.0.1: another origin.
+    targets.server.recorded.clear()
+    mid = create(cluster, team, name="creds-redirect", url=redirector, regions=["elsewhere"],
+                 headers={"Authorization": "Bearer leak-1", "X-Api-Key": "leak-2", "Cookie": "sid=leak-3",
+                          "X-Trace": "visible"})
+    check = manual_check(cluster, team, mid)
+    assert check["success"] is True, check
+    (seen,) = targets.server.recorded
+    assert seen["x-trace"] == "visible"
+    for header in ("authorization", "x-api-key", "cookie"):
+        assert header not in seen, header

@@ -1,8 +1,10 @@
 """The worker against real local servers: what it records for healthy and broken
 sites, how it keeps time, and how it survives being killed and restarted."""
 
+import threading
 import time
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -182,7 +184,8 @@ def test_huge_body_is_read_only_up_to_the_cap(cluster, team, targets):
     check = first_check(cluster, mid, timeout=25)
     assert check["success"] is True and check["status_code"] == 200
     assert check["body_truncated"] is True
-    assert MIB <= check["bytes_read"] <= MIB + 128 * 1024
+    # Reading stops at the cap; at most the last network read lies beyond it.
+    assert MIB <= check["bytes_read"] < 2 * MIB
     assert check["total_ms"] < 5000
     time.sleep(0.5)
     assert targets.huge_bytes_sent - before < 64 * MIB, "the 200 MB body must not be downloaded"
@@ -324,3 +327,56 @@ def test_restart_keeps_everything(cluster, team, targets):
     assert event_of(cluster, check["id"]) is not None
     cluster.rows("UPDATE synthetic_monitoring.monitors SET next_check_at = now() WHERE id = %s", (mid,))
     wait_for(lambda: len(checks(cluster, mid)) >= 2, 5, what="a check after restart")
+
+
+def test_invalid_status_is_a_failed_check_and_the_worker_keeps_going(cluster, team, targets):
+    bad = create(cluster, team, name="status600", url=targets.url("/status600"))
+    good = create(cluster, team, name="neighbour", url=targets.url("/ok"))
+    pid = cluster.worker()[0]
+    check = first_check(cluster, bad)
+    assert check["success"] is False
+    assert check["error_class"] == "http_status"
+    assert check["status_code"] is None
+    assert "600" in check["error_message"]
+    assert first_check(cluster, good)["success"] is True
+    assert cluster.worker()[0] == pid, "the worker did not restart"
+
+
+def test_test_monitor_of_a_monitor_deleted_meanwhile_is_not_found(cluster, team, targets):
+    mid = create(cluster, team, name="deleted-meanwhile", url=targets.url("/slow/1.5"), timeout_ms=5000)
+    outcome = {}
+
+    def run():
+        with cluster.connect() as conn:
+            try:
+                conn.execute("SELECT synthetic_monitoring.test_monitor(%s, %s)", (team, mid))
+                outcome["result"] = "returned"
+            except Exception as error:  # noqa: BLE001 - the SQLSTATE is what is asserted
+                outcome["result"] = getattr(error, "sqlstate", repr(error))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)
+    cluster.rows("SELECT synthetic_monitoring.delete_monitor(%s, %s)", (team, mid))
+    thread.join(10)
+    assert outcome["result"] == "P0002"
+
+
+def test_invalid_settings_are_refused_when_set(cluster):
+    for name, value in [
+        ("synthetic_monitoring.region", "UPPER"),
+        ("synthetic_monitoring.allowed_networks", "10.0.0.0/33"),
+        ("synthetic_monitoring.smtp_tls", "bogus"),
+        ("synthetic_monitoring.site_url", "javascript:alert(1)"),
+    ]:
+        with pytest.raises(psycopg.Error) as refused:
+            cluster.rows(f"ALTER SYSTEM SET {name} = '{value}'")
+        assert refused.value.sqlstate == "22023", (name, refused.value)
+        assert name in str(refused.value)
+    assert cluster.one("SELECT scheduling_enabled FROM synthetic_monitoring.worker_status()") is True
+
+
+def test_no_server_process_crashed_during_the_run(cluster):
+    log = cluster.log()
+    for sign in ("terminated by signal", "PANIC", "was terminated by exception"):
+        assert sign not in log

@@ -46,7 +46,7 @@ fn outcome(id: i64, destination: &str, attempt: CheckOutcome) -> DeliveryOutcome
     };
     let error = format!(
         "{}: {}",
-        crate::redact::redact_url(destination),
+        crate::redact::origin_only(destination),
         attempt.error_message.unwrap_or_else(|| "delivery failed".into())
     );
     DeliveryOutcome::failed(id, error, permanent, retry_after)
