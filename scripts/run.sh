@@ -7,7 +7,8 @@
 #
 # Environment: SM_RUN_DIR (default /tmp/synthetic_monitoring-run), SM_PORT
 # (PostgreSQL, default 55432), SM_TARGET_PORT (nginx, default 18080),
-# SM_RUN_SECONDS (stop by itself after that many seconds; default: until Ctrl-C).
+# SM_RUN_SECONDS (stop by itself after that many seconds; default: until Ctrl-C),
+# SM_KEEP_DATA=1 (reuse the previous run's cluster instead of starting fresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -70,7 +71,13 @@ trap cleanup INT TERM EXIT
 
 nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" -e "$NGINX_DIR/logs/error.log"
 if [ -s "$PGDATA_DIR/PG_VERSION" ]; then
-    echo "run: reusing the cluster in $PGDATA_DIR (its monitors and settings are kept; delete $RUN_DIR for a fresh start)"
+    if [ -n "${SM_KEEP_DATA:-}" ]; then
+        echo "run: reusing the cluster in $PGDATA_DIR (SM_KEEP_DATA is set)"
+    else
+        # A fresh cluster each run: the schema always matches the build just installed.
+        scripts/cluster.sh stop "$PGDATA_DIR"
+        rm -rf "$PGDATA_DIR"
+    fi
 fi
 scripts/cluster.sh start "$PGDATA_DIR" "$PORT" \
     "synthetic_monitoring.allowed_networks = '127.0.0.0/8, ::1/128'"
