@@ -98,7 +98,7 @@ def wait_idle(conn, timeout=30):
 
 
 def reset_tables(conn):
-    conn.execute("TRUNCATE synthetic_monitoring.monitors, synthetic_monitoring.checks, synthetic_monitoring.events")
+    conn.execute("TRUNCATE synthetic_monitoring.monitors, synthetic_monitoring.checks, synthetic_monitoring.events, synthetic_monitoring.outbox")
 
 
 def create_monitors(conn, count, frequency_minutes, prefix):
