@@ -171,20 +171,8 @@ if [ -n "${BENCH_PG_CONF:-}" ]; then
     IFS=';' read -r -a more <<<"$BENCH_PG_CONF"
     extra_conf+=("${more[@]}")
 fi
-# As scripts/cluster.sh start, but with the private installation.
-mkdir -p "$BENCH_PGDATA"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$BENCH_PGDATA"
-as_postgres "$BIN/initdb" -D "$BENCH_PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-{
-    echo "port = $BENCH_PG_PORT"
-    echo "listen_addresses = '127.0.0.1'"
-    echo "unix_socket_directories = '$BENCH_PGDATA'"
-    echo "shared_preload_libraries = 'synthetic_monitoring'"
-    echo "synthetic_monitoring.database = 'postgres'"
-    echo "log_line_prefix = '%m [%p] '"
-    for line in "${extra_conf[@]}"; do echo "$line"; done
-} | as_postgres tee -a "$BENCH_PGDATA/postgresql.conf" >/dev/null
-as_postgres "$BIN/pg_ctl" -D "$BENCH_PGDATA" -l "$BENCH_PGDATA/server.log" -w -t 60 start >/dev/null
+# The private installation's binaries find the copied $libdir next to them.
+PG_BIN="$BIN" "$ROOT/scripts/cluster.sh" start "$BENCH_PGDATA" "$BENCH_PG_PORT" "${extra_conf[@]}"
 
 # --- measure --------------------------------------------------------------------
 mkdir -p "$BENCH_DIR/results"

@@ -3,8 +3,9 @@
 # postgres OS user (initdb refuses root).
 #   scripts/cluster.sh start DATADIR PORT [extra postgresql.conf lines...]
 #   scripts/cluster.sh stop  DATADIR
+# PG_BIN overrides the server binaries (default: Debian's PostgreSQL 15).
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 action=${1:?usage: cluster.sh start|stop DATADIR [PORT]}
 datadir=${2:?data directory}
 as_postgres() { if [ "$(id -u)" = 0 ]; then sudo -u postgres "$@"; else "$@"; fi; }
