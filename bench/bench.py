@@ -415,10 +415,12 @@ def phase_steady(conn):
     bmax, bmean, bstd, bzero = conn.execute(
         """SELECT max(n), avg(n), stddev_pop(n), count(*) FILTER (WHERE n = 0)
            FROM (SELECT s, (SELECT count(*) FROM synthetic_monitoring.checks c
-                            WHERE c.started_at >= s AND c.started_at < s + interval '1 second') AS n
+                            WHERE c.started_at >= s AND c.started_at < s + interval '1 second'
+                              -- slots of the window only: a late first check is not bunching
+                              AND c.scheduled_at >= %s) AS n
                  FROM generate_series(date_trunc('second', %s::timestamptz),
                                       %s::timestamptz - interval '1 second', interval '1 second') s) b""",
-        window).fetchone()
+        (w_start, w_start, w_end)).fetchone()
     short, missed, extra = conn.execute(
         """SELECT count(*) FILTER (WHERE n < %s), coalesce(sum(greatest(%s - n, 0)), 0),
                   coalesce(sum(greatest(n - %s, 0)), 0)
